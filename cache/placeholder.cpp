@@ -1,0 +1,1 @@
+// PLACEHOLDER so the library has a source until the cache lands; delete when adding real sources.

@@ -1,0 +1,33 @@
+// Error tiers (STYLE.md §8): moe::error for bad input (file, trace, flag, budget) with a message that says
+// what and where; MOE_CHECK for broken invariants, which abort; warn_once for degraded-but-workable paths.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace moe {
+
+// Bad input: the message names the file/field/offset, what was expected and what was found.
+struct error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
+    throw error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Prints "warning: <msg>" to stderr the first time a given key is seen in this process.
+void warn_once(const std::string& key, const std::string& msg);
+
+[[noreturn]] void check_failed(const char* expr, const char* file, int line, const std::string& detail);
+
+}  // namespace moe
+
+// A broken invariant is a bug: print the statement and where, then abort.
+#define MOE_CHECK(cond)                                                     \
+    do {                                                                    \
+        if (!(cond)) ::moe::check_failed(#cond, __FILE__, __LINE__, "");    \
+    } while (0)

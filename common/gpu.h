@@ -1,0 +1,28 @@
+// Is there a CUDA device here? Every GPU path asks this first, so a CPU-only machine (or a CUDA build run
+// without a GPU) takes the CPU path and GPU tests skip instead of failing.
+#pragma once
+
+#include <string>
+
+namespace moe {
+
+// Number of usable CUDA devices: 0 when built without CUDA, without a driver, or without a GPU.
+int gpu_count();
+
+// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" for device 0, or "none".
+std::string gpu_description();
+
+}  // namespace moe
+
+#ifdef MOE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "common/error.h"
+// A CUDA failure is a bug or a dead device: print the call, where, and the error, then abort.
+#define MOE_CUDA_CHECK(call)                                                                                  \
+    do {                                                                                                      \
+        cudaError_t _moe_err = (call);                                                                        \
+        if (_moe_err != cudaSuccess)                                                                          \
+            ::moe::check_failed(#call, __FILE__, __LINE__, cudaGetErrorString(_moe_err));                     \
+    } while (0)
+#endif

@@ -1,0 +1,17 @@
+// Byte sizes as users write them on the command line ("8G", "512M", "1.5GiB", "4096") and back.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace moe {
+
+// Parses a size with an optional binary suffix (K, M, G, T; optional "B"/"iB"; case-insensitive), so "8G" is
+// 8 GiB. Throws moe::error naming `what` (e.g. "--vram-budget") on anything else, including overflow.
+uint64_t parse_bytes(std::string_view text, std::string_view what);
+
+// "1.50 GiB", "512.00 MiB", "123 B".
+std::string format_bytes(uint64_t bytes);
+
+}  // namespace moe

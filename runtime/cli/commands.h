@@ -1,0 +1,12 @@
+// The subcommands of the `moe` tool. Each takes the arguments after its name (argv[0] is the subcommand)
+// and returns the process exit status; bad input is reported on stderr with a non-zero status.
+#pragma once
+
+namespace moe::cli {
+
+int run_inspect(int argc, char** argv);  // inspect.cpp: model files, expert layout, capacity plan
+int run_sim(int argc, char** argv);      // sim.cpp: replay a routing trace through eviction policies
+int run_trace(int argc, char** argv);    // trace.cpp: generate synthetic routing traces
+int run_bench(int argc, char** argv);    // bench.cpp: `moe bench io` and friends
+
+}  // namespace moe::cli
