@@ -14,7 +14,7 @@ if(NOT MOE_CUDA STREQUAL "OFF")
         endif()
         enable_language(CUDA)
         find_package(CUDAToolkit REQUIRED)
-        set(CMAKE_CUDA_STANDARD 20)
+        set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 does not know nvcc 13 accepts C++20; kernels need only 17
         set(CMAKE_CUDA_STANDARD_REQUIRED ON)
         set(MOE_HAVE_CUDA ON)
         message(STATUS "CUDA: on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
