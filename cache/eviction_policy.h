@@ -39,6 +39,14 @@ public:
     // The resident expert to evict to make room for `incoming` (per-layer quota policies look at its layer),
     // among those the filter allows; nullopt when none is evictable.
     virtual std::optional<expert_key> victim(expert_key incoming, const victim_filter& filter) = 0;
+    // Whether making `incoming` resident needs a victim first, with `resident` experts held out of `capacity`
+    // slots. Default: a shared pool, so only when it is full. Per-layer quota policies (lru-layer) answer
+    // for the incoming expert's layer, so a layer at its quota evicts even while other layers have room.
+    // (Additive, by the "policies" helper: callers that never use quota policies may ignore it.)
+    virtual bool must_evict(expert_key incoming, uint64_t resident, uint64_t capacity) const {
+        (void)incoming;
+        return resident >= capacity;
+    }
 };
 
 }  // namespace moe

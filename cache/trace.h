@@ -1,0 +1,40 @@
+// Routing traces (moe-trace v1, DESIGN.md): which experts each (token, MoE layer) selected, in router rank
+// order, with optional routing weights. Read with strict validation (line number and reason), written back
+// byte-for-byte in the same format.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct trace_row {
+    uint32_t seq = 0;               // request / sequence id
+    uint32_t token = 0;             // position in that sequence
+    uint32_t layer = 0;             // MoE layer, [0, n_layers)
+    std::vector<uint32_t> experts;  // 1..top_k distinct ids in [0, n_experts), router rank order
+    std::vector<float> weights;     // empty, or one routing weight per expert in the same order
+};
+
+struct routing_trace {
+    std::string model;  // header model=<name>, no spaces
+    uint32_t n_layers = 0;
+    uint32_t n_experts = 0;
+    uint32_t top_k = 0;
+    std::vector<trace_row> rows;  // file order
+
+    uint64_t n_accesses() const;  // sum of row sizes
+    uint64_t n_tokens() const;    // distinct (seq, token) pairs
+};
+
+// Parses a trace; `name` is used in error messages ("trace.csv:17: expert id 9 out of range [0, 8)").
+// Accepted: blank lines anywhere after the header, CRLF line ends, rows with 1..top_k experts (an engine may
+// drop experts, e.g. capacity-limited routing; it may never select more than top_k).
+routing_trace parse_trace(std::istream& in, const std::string& name);
+routing_trace read_trace(const std::string& path);
+void write_trace(std::ostream& out, const routing_trace& t);
+void write_trace(const std::string& path, const routing_trace& t);
+
+}  // namespace moe
