@@ -2,6 +2,7 @@
 #include "runtime/tensor_types.h"
 
 #include <array>
+#include <cstdint>
 
 #include "common/error.h"
 
@@ -53,8 +54,14 @@ std::string_view type_name(tensor_type t) { return type_info(t).name; }
 std::optional<uint64_t> tensor_nbytes(tensor_type t, const int64_t* ne, int n_dims) {
     const auto& info = type_info(t);
     if (n_dims < 0 || n_dims > 4) return std::nullopt;
-    for (int i = 0; i < n_dims; i++)
+    // Like gguf.cpp, the element count must fit in int64 too: with a zero dimension the byte product below
+    // cannot overflow, yet such a shape is still garbage.
+    int64_t elems = 1;
+    for (int i = 0; i < n_dims; i++) {
         if (ne[i] < 0) return std::nullopt;
+        if (ne[i] != 0 && elems > INT64_MAX / ne[i]) return std::nullopt;
+        elems = ne[i] == 0 ? elems : elems * ne[i];
+    }
     uint64_t ne0 = n_dims > 0 ? uint64_t(ne[0]) : 1;
     if (ne0 % info.block_elems != 0) return std::nullopt;
     uint64_t bytes = 0;
