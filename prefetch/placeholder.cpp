@@ -1,1 +1,0 @@
-// PLACEHOLDER so the library has a source until the I/O path lands; delete when adding real sources.
