@@ -17,8 +17,12 @@ enum class gating_func { SOFTMAX, SIGMOID, SOFTMAX_WEIGHT };  // SOFTMAX_WEIGHT:
 
 std::string_view arch_name(arch a);  // GGUF spelling: "llama", "qwen3moe", "gpt-oss", ...
 
-// Which part of an expert a byte range holds.
-enum class expert_part { GATE, UP, DOWN, GATE_UP, GATE_BIAS, UP_BIAS, DOWN_BIAS, GATE_UP_BIAS };
+// Which part of an expert a byte range holds. *_SCALES: the separate E8M0 scale bytes of an HF gpt-oss MXFP4
+// checkpoint, whose GATE_UP/DOWN ranges then hold only the 4-bit blocks (type U8).
+enum class expert_part {
+    GATE, UP, DOWN, GATE_UP, GATE_BIAS, UP_BIAS, DOWN_BIAS, GATE_UP_BIAS,
+    GATE_UP_SCALES, DOWN_SCALES  // appended: HF gpt-oss MXFP4 scales
+};
 std::string_view expert_part_name(expert_part p);
 
 struct expert_range {

@@ -1,11 +1,338 @@
-// PLACEHOLDER: replaced by the real `moe inspect` implementation.
-#include <cstdio>
+// `moe inspect FILE [--json] [--layout] [--vram-budget X] [--host-budget Y]`: what a model is (architecture,
+// experts, tensor types), where each expert's bytes lie, and how many experts a memory budget can hold.
+// The --json form is a stable interface for other engines: docs/inspect-json.md.
+//
+// Capacity plan: the VRAM budget first holds every resident tensor (attention, embeddings, norms, routers, shared
+// experts, dense layers), then fixed-size expert slots of max_expert_bytes each; the host budget holds pinned
+// expert slots only. A budget that cannot hold the resident weights plus one layer's working set (top-k slots)
+// is impossible: the plan says so and the command exits with status 3 (documented in docs/inspect-json.md).
+#include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "common/error.h"
+#include "common/units.h"
 #include "runtime/cli/commands.h"
+#include "runtime/model_desc.h"
+#include "runtime/model_file.h"
 
 namespace moe::cli {
-int run_inspect(int, char**) {
-    std::fprintf(stderr, "moe inspect: not built yet\n");
-    return 2;
+namespace {
+
+using json = nlohmann::ordered_json;  // keeps the documented field order
+
+constexpr int k_exit_impossible_budget = 3;
+
+const char* rope_name(rope_style r) {
+    return r == rope_style::NORM ? "norm" : "neox";
 }
+const char* gating_name(gating_func g) {
+    switch (g) {
+        case gating_func::SOFTMAX:
+            return "softmax";
+        case gating_func::SIGMOID:
+            return "sigmoid";
+        case gating_func::SOFTMAX_WEIGHT:
+            return "softmax_weight";
+    }
+    return "?";
+}
+
+struct type_count {
+    int tensors = 0;
+    uint64_t bytes = 0;
+};
+
+struct histogram {
+    std::map<std::string, type_count> experts, resident;
+};
+
+histogram tensor_histogram(const model_file& f, const model_desc& d) {
+    std::set<std::string> expert_tensors;
+    for (const auto& e : d.layout.experts)
+        for (const auto& r : e.ranges) expert_tensors.insert(r.tensor);
+    histogram h;
+    for (const auto& t : f.tensors) {
+        auto& bucket = expert_tensors.count(t.name) ? h.experts : h.resident;
+        auto& c = bucket[std::string(type_name(t.type))];
+        c.tensors++;
+        c.bytes += t.bytes;
+    }
+    return h;
+}
+
+// One tier of the capacity plan.
+struct tier_plan {
+    std::string name;
+    uint64_t budget = 0;
+    uint64_t resident = 0;   // bytes of resident weights this tier must hold first
+    uint64_t free = 0;       // left for expert slots
+    uint64_t slots = 0;      // expert slots that fit (capped at the number of routed experts)
+    uint64_t slots_raw = 0;  // before the cap
+    double share = 0;        // slots / all routed experts
+    double per_layer = 0;    // slots / MoE layers
+    bool feasible = true;
+    std::string note;
+};
+
+tier_plan plan_tier(const std::string& name, uint64_t budget, uint64_t resident, const model_desc& d,
+                    bool needs_working_set) {
+    tier_plan p;
+    p.name = name;
+    p.budget = budget;
+    p.resident = resident;
+    const uint64_t slot = d.layout.max_expert_bytes;
+    const uint64_t n_all = d.layout.experts.size();
+    if (budget < resident) {
+        p.feasible = false;
+        p.note = fmt::format(
+            "impossible: the {} budget ({}) is smaller than the resident weights ({}); it needs at "
+            "least {} (resident + top-{} slots of {})",
+            name, format_bytes(budget), format_bytes(resident),
+            format_bytes(resident + uint64_t(d.n_experts_used) * slot), d.n_experts_used, format_bytes(slot));
+        return p;
+    }
+    p.free = budget - resident;
+    p.slots_raw = slot ? p.free / slot : 0;
+    p.slots = std::min<uint64_t>(p.slots_raw, n_all);
+    p.share = n_all ? double(p.slots) / double(n_all) : 0;
+    p.per_layer = d.layout.n_moe_layers ? double(p.slots) / d.layout.n_moe_layers : 0;
+    if (needs_working_set && p.slots < uint64_t(d.n_experts_used)) {
+        p.feasible = false;
+        p.note = fmt::format(
+            "impossible: after the resident weights ({}) only {} expert slot(s) of {} fit, fewer "
+            "than the top-{} experts one layer needs at once; it needs at least {}",
+            format_bytes(resident), p.slots, format_bytes(slot), d.n_experts_used,
+            format_bytes(resident + uint64_t(d.n_experts_used) * slot));
+    } else if (p.slots == n_all) {
+        p.note = "every routed expert fits: nothing needs streaming";
+    }
+    return p;
+}
+
+json tier_json(const tier_plan& p) {
+    return json{{"budget", p.budget},
+                {"resident_bytes", p.resident},
+                {"free_bytes", p.free},
+                {"slots", p.slots},
+                {"slots_uncapped", p.slots_raw},
+                {"share", p.share},
+                {"slots_per_layer", p.per_layer},
+                {"feasible", p.feasible},
+                {"note", p.note}};
+}
+
+json layout_json(const model_desc& d) {
+    json arr = json::array();
+    for (const auto& e : d.layout.experts) {
+        json ranges = json::array();
+        for (const auto& r : e.ranges)
+            ranges.push_back({{"tensor", r.tensor},
+                              {"file", r.file},
+                              {"offset", r.offset},
+                              {"bytes", r.bytes},
+                              {"type", type_name(r.type)},
+                              {"part", expert_part_name(r.part)}});
+        arr.push_back({{"layer", e.layer},
+                       {"moe_layer", e.moe_layer},
+                       {"expert", e.expert},
+                       {"bytes", e.bytes},
+                       {"ranges", std::move(ranges)}});
+    }
+    return arr;
+}
+
+json describe_json(const model_file& f, const model_desc& d, const histogram& h) {
+    json files = json::array();
+    uint64_t total = 0;
+    for (size_t i = 0; i < f.paths.size(); ++i) {
+        uint64_t sz = i < f.file_sizes.size() ? f.file_sizes[i] : 0;
+        files.push_back({{"path", f.paths[i]}, {"bytes", sz}});
+    }
+    for (const auto& t : f.tensors) total += t.bytes;
+    auto types = [](const std::map<std::string, type_count>& m) {
+        json o = json::object();
+        for (const auto& [k, v] : m) o[k] = {{"tensors", v.tensors}, {"bytes", v.bytes}};
+        return o;
+    };
+    return json{{"schema", "moe-inspect/1"},
+                {"format", f.format == model_format::GGUF ? "gguf" : "safetensors"},
+                {"files", std::move(files)},
+                {"architecture", arch_name(d.architecture)},
+                {"name", d.name},
+                {"n_layers", d.n_layers},
+                {"n_moe_layers", d.layout.n_moe_layers},
+                {"moe_layers", d.layout.moe_layers},
+                {"n_leading_dense", d.n_leading_dense},
+                {"n_embd", d.n_embd},
+                {"n_vocab", d.n_vocab},
+                {"n_head", d.n_head},
+                {"n_head_kv", d.n_head_kv},
+                {"head_dim_k", d.head_dim_k},
+                {"head_dim_v", d.head_dim_v},
+                {"n_ff", d.n_ff},
+                {"n_ff_exp", d.n_ff_exp},
+                {"n_ff_shexp", d.n_ff_shexp},
+                {"n_experts", d.n_experts},
+                {"n_experts_used", d.n_experts_used},
+                {"n_shared_experts", d.n_shared_experts},
+                {"rope", rope_name(d.rope)},
+                {"n_rot", d.n_rot},
+                {"rope_freq_base", d.rope_freq_base},
+                {"rms_eps", d.rms_eps},
+                {"gating", gating_name(d.gating)},
+                {"norm_topk", d.norm_topk},
+                {"weights_scale", d.weights_scale},
+                {"expert_bytes", d.layout.max_expert_bytes},
+                {"total_expert_bytes", d.layout.total_bytes},
+                {"resident_bytes", d.resident_bytes},
+                {"total_tensor_bytes", total},
+                {"n_tensors", f.tensors.size()},
+                {"tensor_types", {{"experts", types(h.experts)}, {"resident", types(h.resident)}}}};
+}
+
+std::string pct(double x) {
+    return fmt::format("{:.1f}%", 100.0 * x);
+}
+
+void print_types(const char* label, const std::map<std::string, type_count>& m) {
+    std::string s;
+    for (const auto& [k, v] : m)
+        s += fmt::format("{}{} x{} ({})", s.empty() ? "" : ", ", k, v.tensors, format_bytes(v.bytes));
+    std::printf("  %-9s %s\n", label, s.empty() ? "-" : s.c_str());
+}
+
+void print_human(const model_file& f, const model_desc& d, const histogram& h, const std::vector<tier_plan>& plans,
+                 bool layout) {
+    uint64_t file_bytes = 0;
+    for (auto s : f.file_sizes) file_bytes += s;
+    std::printf("model        %s\n", f.paths.empty() ? "?" : f.paths[0].c_str());
+    std::printf("format       %s, %zu file(s), %s, %zu tensors\n",
+                f.format == model_format::GGUF ? "GGUF" : "safetensors", f.paths.size(),
+                format_bytes(file_bytes).c_str(), f.tensors.size());
+    std::printf("architecture %s (%s)\n", std::string(arch_name(d.architecture)).c_str(), d.name.c_str());
+    std::string moe_layers;
+    if (!d.layout.moe_layers.empty())
+        moe_layers = d.layout.n_moe_layers == d.n_layers
+                         ? "all"
+                         : fmt::format("blocks {}..{}", d.layout.moe_layers.front(), d.layout.moe_layers.back());
+    std::printf("layers       %d (%d MoE: %s), n_embd %d, heads %d/%d (q/k dim %d, v dim %d), vocab %d\n", d.n_layers,
+                d.layout.n_moe_layers, moe_layers.c_str(), d.n_embd, d.n_head, d.n_head_kv, d.head_dim_k, d.head_dim_v,
+                d.n_vocab);
+    std::string shared =
+        d.n_shared_experts ? fmt::format(", {} shared (width {}, resident)", d.n_shared_experts, d.n_ff_shexp) : "";
+    std::printf("experts      %d routed per layer, top-%d, width %d%s\n", d.n_experts, d.n_experts_used, d.n_ff_exp,
+                shared.c_str());
+    std::printf("routing      %s%s%s, rope %s (n_rot %d, base %g)\n", gating_name(d.gating),
+                d.norm_topk ? ", top-k weights renormalised" : "",
+                d.weights_scale != 1.0 ? fmt::format(", scaled x{}", d.weights_scale).c_str() : "", rope_name(d.rope),
+                d.n_rot, d.rope_freq_base);
+    std::printf("tensor types\n");
+    print_types("experts", h.experts);
+    print_types("resident", h.resident);
+    std::printf(
+        "bytes        resident %s, routed experts %s (%zu experts, %s of all weights)\n",
+        format_bytes(d.resident_bytes).c_str(), format_bytes(d.layout.total_bytes).c_str(), d.layout.experts.size(),
+        pct(double(d.layout.total_bytes) / double(std::max<uint64_t>(1, d.layout.total_bytes + d.resident_bytes)))
+            .c_str());
+    std::printf(
+        "per expert   %s (largest: the slot size), %s per MoE layer\n", format_bytes(d.layout.max_expert_bytes).c_str(),
+        format_bytes(d.layout.n_moe_layers ? d.layout.total_bytes / uint64_t(d.layout.n_moe_layers) : 0).c_str());
+    if (!plans.empty()) {
+        std::printf("capacity plan (slot = %s)\n", format_bytes(d.layout.max_expert_bytes).c_str());
+        uint64_t covered = 0;
+        for (const auto& p : plans) {
+            if (p.resident)
+                std::printf("  %-5s %s: resident %s, %s left for experts\n", p.name.c_str(),
+                            format_bytes(p.budget).c_str(), format_bytes(p.resident).c_str(),
+                            format_bytes(p.free).c_str());
+            else
+                std::printf("  %-5s %s: all for expert slots\n", p.name.c_str(), format_bytes(p.budget).c_str());
+            if (p.budget >= p.resident)
+                std::printf("        %llu expert slots = %s of the %zu routed experts, %.1f of %d per layer\n",
+                            (unsigned long long)p.slots, pct(p.share).c_str(), d.layout.experts.size(), p.per_layer,
+                            d.n_experts);
+            if (!p.note.empty()) std::printf("        %s%s\n", p.feasible ? "" : "** ", p.note.c_str());
+            if (p.feasible) covered += p.slots;
+        }
+        covered = std::min<uint64_t>(covered, d.layout.experts.size());
+        std::printf("  held in memory: %s of the experts; %s stream from the model file\n",
+                    pct(double(covered) / double(std::max<size_t>(1, d.layout.experts.size()))).c_str(),
+                    pct(1.0 - double(covered) / double(std::max<size_t>(1, d.layout.experts.size()))).c_str());
+    }
+    if (layout) {
+        std::printf("expert layout (block / moe layer / expert: part tensor file:offset+bytes type)\n");
+        for (const auto& e : d.layout.experts) {
+            std::printf("  blk %d moe %d expert %d  %s\n", e.layer, e.moe_layer, e.expert,
+                        format_bytes(e.bytes).c_str());
+            for (const auto& r : e.ranges)
+                std::printf("    %-14s %s  %d:%llu+%llu %s\n", std::string(expert_part_name(r.part)).c_str(),
+                            r.tensor.c_str(), r.file, (unsigned long long)r.offset, (unsigned long long)r.bytes,
+                            std::string(type_name(r.type)).c_str());
+        }
+    }
+}
+
+}  // namespace
+
+int run_inspect(int argc, char** argv) {
+    CLI::App app{"Describe a GGUF or safetensors MoE model: architecture, experts, byte layout, capacity plan",
+                 "moe inspect"};
+    std::string path, vram_text, host_text;
+    bool as_json = false, layout = false;
+    app.add_option("model", path,
+                   "model file: .gguf (first shard of a split set), .safetensors, "
+                   "model.safetensors.index.json, or a directory")
+        ->required();
+    app.add_flag("--json", as_json, "print one JSON object (schema: docs/inspect-json.md)");
+    app.add_flag("--layout", layout, "list every expert's byte ranges (in --json: the expert_layout array)");
+    app.add_option("--vram-budget", vram_text, "device memory for resident weights + expert slots (e.g. 8G, 512M)");
+    app.add_option("--host-budget", host_text, "pinned host memory for expert slots (e.g. 32G)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "moe inspect: error: %s\n(see moe inspect --help)\n", e.what());
+        return 2;
+    }
+    std::optional<uint64_t> vram, host;
+    if (!vram_text.empty()) vram = parse_bytes(vram_text, "--vram-budget");
+    if (!host_text.empty()) host = parse_bytes(host_text, "--host-budget");
+
+    model_file f = open_model_file(path);
+    model_desc d = describe_model(f);
+    histogram h = tensor_histogram(f, d);
+
+    std::vector<tier_plan> plans;
+    if (vram) plans.push_back(plan_tier("vram", *vram, d.resident_bytes, d, true));
+    if (host) plans.push_back(plan_tier("host", *host, 0, d, false));
+    bool feasible = std::all_of(plans.begin(), plans.end(), [](const tier_plan& p) { return p.feasible; });
+
+    if (as_json) {
+        json j = describe_json(f, d, h);
+        if (!plans.empty()) {
+            json plan = {{"slot_bytes", d.layout.max_expert_bytes}, {"feasible", feasible}};
+            for (const auto& p : plans) plan[p.name] = tier_json(p);
+            j["plan"] = std::move(plan);
+        }
+        if (layout) j["expert_layout"] = layout_json(d);
+        std::printf("%s\n", j.dump(1).c_str());
+    } else {
+        print_human(f, d, h, plans, layout);
+    }
+    if (!feasible) {
+        std::fprintf(stderr, "moe inspect: the budget cannot hold this model (see the capacity plan)\n");
+        return k_exit_impossible_budget;
+    }
+    return 0;
+}
+
 }  // namespace moe::cli
