@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# The README's demo: build `moe` if needed, then describe a tiny Mixtral-shaped Q8_0 model and plan its experts
+# The README's demo: build `moe` (incrementally), describe a tiny Mixtral-shaped Q8_0 model and plan its experts
 # into a VRAM budget that holds the resident weights plus two expert slots and a host budget with room for two
-# more, so half of the experts would stream from the file. Environment: BUILD_DIR (default build).
+# more, then replay a synthetic routing trace of the same shape through the cache policies to show what such a
+# cache would hit and move. Environment: BUILD_DIR (default build).
+# (Generation, `moe run`, is not built yet: see README, Limitations.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
-if [ ! -x "$BUILD_DIR/runtime/moe" ]; then
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     scripts/setup.sh
-    cmake -S . -B "$BUILD_DIR"
-    cmake --build "$BUILD_DIR" -j "$(nproc)" --target moe
+    cmake -S . -B "$BUILD_DIR" >/dev/null
 fi
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target moe >/dev/null
+moe="$BUILD_DIR/runtime/moe"
 model=tests/fixtures/mixtral-tiny-q8_0.gguf
+trace=$(mktemp /tmp/moe-demo-XXXXXX.trace)
+trap 'rm -f "$trace"' EXIT
+
 echo "\$ moe inspect $model --vram-budget 180K --host-budget 14K"
-"$BUILD_DIR/runtime/moe" inspect "$model" --vram-budget 180K --host-budget 14K
+"$moe" inspect "$model" --vram-budget 180K --host-budget 14K
+echo
+echo "\$ moe trace --synthetic --layers 2 --experts 4 --top-k 2 --tokens 2000 -o demo.trace   # synthetic routing"
+"$moe" trace --synthetic --layers 2 --experts 4 --top-k 2 --tokens 2000 --skew 1.0 --reuse 0.5 -o "$trace"
+echo "\$ moe sim --trace demo.trace --capacity 4 --model $model   # 2 VRAM + 2 host slots above, as one cache"
+"$moe" sim --trace "$trace" --capacity 4 --model "$model"

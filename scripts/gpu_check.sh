@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pc
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 BUILD=build-gpu
-cmake -S . -B $BUILD "${gen[@]}" -DMOE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DMOE_FATAL_WARNINGS=ON \
+cmake -S . -B $BUILD "${gen[@]}" -DMOE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DMOE_FATAL_WARNINGS=OFF \
     > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -40 "$OUT/configure.log"; exit 1; }
 cmake --build $BUILD -j "$(nproc)" > "$OUT/build.log" 2>&1 || { log "build FAILED"; grep -m20 -B2 -A8 -E "error" "$OUT/build.log"; exit 1; }
 log "build ok"
