@@ -79,7 +79,7 @@ struct device_rig {
 TEST(streamer_gpu, device_slots_hold_the_file_bytes_under_evictions) {
     if (gpu_count() == 0) GTEST_SKIP() << "no GPU";
 #ifdef MOE_HAVE_CUDA
-    device_rig r(3);
+    device_rig r(4);  // 4 slots for 12 experts: evictions; room for the demand plus prefetches still loading
     ASSERT_TRUE(r.stream->staged());
     ASSERT_TRUE(r.stream->on_device());
     cudaStream_t compute;
@@ -88,7 +88,7 @@ TEST(streamer_gpu, device_slots_hold_the_file_bytes_under_evictions) {
     std::vector<uint8_t> back;
     for (int i = 0; i < 40; i++) {
         expert_key k{uint32_t(rng() % k_layers), uint32_t(rng() % k_experts)};
-        if (i % 2 == 0) r.cache->prefetch({uint32_t(rng() % k_layers), uint32_t(rng() % k_experts)});
+        if (i % 3 == 0) r.cache->prefetch({uint32_t(rng() % k_layers), uint32_t(rng() % k_experts)});
         auto h = r.cache->acquire(k);
         h.wait();
         auto want = expected(r.file, r.layout, k);
@@ -98,7 +98,8 @@ TEST(streamer_gpu, device_slots_hold_the_file_bytes_under_evictions) {
         r.stream->stream_wait(h.slot(), compute);
         MOE_CUDA_CHECK(cudaMemcpyAsync(back.data(), h.data(), want.size(), cudaMemcpyDeviceToHost, compute));
         MOE_CUDA_CHECK(cudaStreamSynchronize(compute));
-        ASSERT_EQ(std::memcmp(back.data(), want.data(), want.size()), 0) << "layer " << k.layer << " expert " << k.expert;
+        ASSERT_EQ(std::memcmp(back.data(), want.data(), want.size()), 0)
+            << "layer " << k.layer << " expert " << k.expert;
     }
     MOE_CUDA_CHECK(cudaStreamDestroy(compute));
     auto s = r.stream->stats();
