@@ -35,13 +35,13 @@ log "gpu tests: $(grep -cE '\[  PASSED  \]|\[       OK \]' "$OUT/ctest_gpu.log")
 BENCH_FILE=${BENCH_FILE:-/tmp/moe-bench.bin}
 [ -f "$BENCH_FILE" ] || head -c 2G /dev/urandom > "$BENCH_FILE"
 for b in 2621440 50331648; do
-    $BUILD/runtime/moe bench io --file "$BENCH_FILE" --expert-bytes $b --json > "$OUT/bench_io_$b.json" 2> "$OUT/bench_io_$b.err"
+    timeout 120 $BUILD/runtime/moe bench io --file "$BENCH_FILE" --expert-bytes $b --json > "$OUT/bench_io_$b.json" 2> "$OUT/bench_io_$b.err"
     log "bench io expert_bytes=$b: $(head -c 1500 "$OUT/bench_io_$b.json")"
 done
 for b in $BUILD/bench/*_bench; do
     [ -x "$b" ] || continue
     n=$(basename "$b")
-    "$b" --benchmark_min_time=0.2 --benchmark_format=console > "$OUT/$n.txt" 2>&1
+    timeout 150 "$b" --benchmark_min_time=0.2 --benchmark_format=console > "$OUT/$n.txt" 2>&1
     log "$n: $(grep -cE '^BM_' "$OUT/$n.txt") benchmarks"
 done
 tail -n +1 "$OUT/summary.txt" >/dev/null
