@@ -1,0 +1,916 @@
+// The C API (moe_runtime.h) over the expert cache, the streamer and a co-activation prefetch predictor. Every
+// exported function runs its body through guard(), which turns each exception into a status code and a
+// thread-local message: nothing C++ crosses the boundary.
+#include "moe_runtime.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cache/expert_cache.h"
+#include "cache/memory_tier.h"
+#include "cache/policies.h"
+#include "cache/trace.h"
+#include "common/error.h"
+#include "common/gpu.h"
+#include "prefetch/reader_factory.h"
+#include "prefetch/streamer.h"
+#include "runtime/model_desc.h"
+#include "runtime/model_file.h"
+
+#ifndef MOE_VERSION_MAJOR
+#error "the build defines MOE_VERSION_MAJOR/MINOR/PATCH from project(VERSION)"
+#endif
+#define MOE_STR2(x) #x
+#define MOE_STR(x) MOE_STR2(x)
+
+namespace {
+
+thread_local std::string t_last_error;
+
+// An error carrying the status it maps to (moe::error from below maps by call site, see guard()).
+struct api_error : std::exception {
+    moe_status status;
+    std::string message;
+    api_error(moe_status s, std::string m) : status(s), message(std::move(m)) {}
+    const char* what() const noexcept override { return message.c_str(); }
+};
+
+template <typename... Args>
+[[noreturn]] void api_fail(moe_status s, fmt::format_string<Args...> f, Args&&... args) {
+    throw api_error(s, fmt::format(f, std::forward<Args>(args)...));
+}
+
+moe_status set_error(moe_status s, std::string_view msg) {
+    try {
+        t_last_error.assign(msg);
+    } catch (...) {
+        // Out of memory while recording the message: keep the status, lose the text.
+    }
+    return s;
+}
+
+// Runs `body`; moe::error (bad input reported by the layers below) maps to `input_status`, the caller's best
+// description of what input was wrong at that call site.
+template <typename F>
+moe_status guard(const char* fn, moe_status input_status, F&& body) noexcept {
+    try {
+        body();
+        return MOE_OK;
+    } catch (const api_error& e) {
+        return set_error(e.status, fmt::format("{}: {}", fn, e.message));
+    } catch (const moe::error& e) {
+        return set_error(input_status, fmt::format("{}: {}", fn, e.what()));
+    } catch (const std::bad_alloc&) {
+        return set_error(MOE_ERR_OUT_OF_MEMORY, fmt::format("{}: out of memory", fn));
+    } catch (const std::exception& e) {
+        return set_error(MOE_ERR_INTERNAL, fmt::format("{}: internal error: {}", fn, e.what()));
+    } catch (...) {
+        return set_error(MOE_ERR_INTERNAL, fmt::format("{}: internal error (unknown exception)", fn));
+    }
+}
+
+template <typename T>
+void need(const T* p, const char* what) {
+    if (!p) api_fail(MOE_ERR_INVALID_ARGUMENT, "{} is NULL", what);
+}
+
+// Versioned structs: the caller's struct_size says which fields it has; unknown tails keep our defaults.
+template <typename T>
+void check_size(const T* s, const char* what) {
+    need(s, what);
+    if (s->struct_size == 0 || s->struct_size > (1u << 16))
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "{}->struct_size is {}; set it to sizeof({}) ({} in this library)", what,
+                 s->struct_size, what, sizeof(T));
+}
+
+// Copies the fields `src` has (struct_size bytes) over `dst`, which holds defaults.
+template <typename T>
+void read_versioned(T& dst, const T* src) {
+    const size_t n = std::min<size_t>(src->struct_size, sizeof(T));
+    std::memcpy(static_cast<void*>(&dst), src, n);
+    dst.struct_size = sizeof(T);
+}
+
+// Writes the fields the caller's struct has room for.
+template <typename T>
+void write_versioned(T* dst, const T& src) {
+    const uint32_t caller = dst->struct_size;
+    const size_t n = std::min<size_t>(caller, sizeof(T));
+    std::memcpy(static_cast<void*>(dst), &src, n);
+    dst->struct_size = caller;
+}
+
+void check_readable(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+        api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+}
+
+uint64_t round_slot(uint64_t bytes) {
+    constexpr uint64_t align = 4096;  // memory_tier's slot alignment
+    return (bytes + align - 1) / align * align;
+}
+
+}  // namespace
+
+// What a context needs from either a model file or a hand-made layout: files and each expert's ranges.
+struct expert_source {
+    std::string name = "custom";
+    std::string arch = "custom";
+    int32_t n_layers = 0;
+    int32_t n_experts = 0;
+    int32_t top_k = 0;
+    int32_t n_embd = 0;
+    int32_t n_ff_exp = 0;
+    std::vector<std::string> paths;
+    std::vector<uint64_t> file_sizes;
+    std::vector<std::vector<moe::byte_range>> ranges;  // (n_layers * n_experts)
+    std::vector<uint8_t> set;                          // (n_layers * n_experts) layouts: expert was described
+
+    uint64_t expert_bytes(size_t i) const {
+        uint64_t b = 0;
+        for (const auto& r : ranges[i]) b += r.bytes;
+        return b;
+    }
+    void check_key(int32_t layer, int32_t expert) const {
+        if (layer < 0 || layer >= n_layers)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, n_layers);
+        if (expert < 0 || expert >= n_experts)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "expert {} is outside [0, {})", expert, n_experts);
+    }
+};
+
+struct moe_model {
+    moe::model_file file;
+    moe::model_desc desc;
+    expert_source src;
+    std::vector<std::string> type_names;  // (tensor types) storage for moe_expert_part::type
+};
+
+struct moe_layout {
+    expert_source src;
+};
+
+struct moe_handle {
+    moe_context* ctx = nullptr;
+    moe::expert_handle pin;
+    bool failed = false;  // wait() reported a failed load
+};
+
+struct moe_context {
+    expert_source src;
+    moe_options opts{};
+    std::string policy;
+    std::string reader_name;
+    std::vector<std::unique_ptr<moe::file_source>> sources;
+    std::unique_ptr<moe::memory_tier> tier;
+    std::unique_ptr<moe::streamer> stream;
+    std::unique_ptr<moe::expert_cache> cache;
+
+    // Handles: recycled so acquire does not allocate once warm; all owned here so destroy can unpin them.
+    std::mutex handles_mu;
+    std::vector<std::unique_ptr<moe_handle>> handles;
+    std::vector<moe_handle*> free_handles;
+
+    // Router signals: the trace, the co-activation counts and the last selection of each layer.
+    mutable std::mutex route_mu;
+    moe::routing_trace trace;
+    std::vector<uint32_t> coact;        // (n_layers - 1, n_experts, n_experts): [l][a][b] = times b at l+1 after a at l
+    std::vector<uint32_t> last_ids;     // (n_layers, top_k) last row's experts at each layer
+    std::vector<float> last_weights;    // (n_layers, top_k)
+    std::vector<uint32_t> last_n;       // (n_layers) experts in that row, 0 when none yet
+    std::vector<uint64_t> last_pos;     // (n_layers) (seq << 32 | token) of that row
+    std::vector<uint64_t> scores;       // (n_experts) scratch of the predictor
+    std::vector<uint32_t> order;        // (n_experts) scratch of the predictor
+    std::vector<uint64_t> routed_rows;  // (n_layers)
+    std::vector<uint64_t> predicted;    // (n_layers)
+    uint32_t seq = 0, token = 0;
+    bool explicit_pos = false;
+    int32_t prev_layer = -1;
+    uint64_t clock = 0;
+
+    ~moe_context() {
+        for (auto& h : handles) h->pin.reset();  // pins must die before the cache (its destructor checks)
+        cache.reset();
+        stream.reset();
+    }
+};
+
+namespace {
+
+expert_source source_of_model(const moe::model_file& f, const moe::model_desc& d) {
+    expert_source s;
+    s.name = d.name;
+    s.arch = std::string(moe::arch_name(d.architecture));
+    s.n_layers = d.layout.n_moe_layers;
+    s.n_experts = d.layout.n_experts;
+    s.top_k = d.n_experts_used;
+    s.n_embd = d.n_embd;
+    s.n_ff_exp = d.n_ff_exp;
+    s.paths = f.paths;
+    s.file_sizes = f.file_sizes;
+    s.ranges.resize(d.layout.experts.size());
+    s.set.assign(d.layout.experts.size(), 1);
+    for (size_t i = 0; i < d.layout.experts.size(); ++i)
+        for (const auto& r : d.layout.experts[i].ranges)
+            s.ranges[i].push_back(moe::byte_range{uint32_t(r.file), r.offset, r.bytes});
+    return s;
+}
+
+moe::tier_kind to_tier(int32_t k) {
+    switch (k) {
+    case MOE_TIER_RAM: return moe::tier_kind::RAM;
+    case MOE_TIER_PINNED: return moe::tier_kind::PINNED_HOST;
+    case MOE_TIER_DEVICE: return moe::tier_kind::DEVICE;
+    default: api_fail(MOE_ERR_INVALID_ARGUMENT, "options->tier is {}; expected MOE_TIER_RAM (0), MOE_TIER_PINNED (1) "
+                                                "or MOE_TIER_DEVICE (2)", k);
+    }
+}
+
+moe::reader_kind to_reader(int32_t k) {
+    switch (k) {
+    case MOE_READER_AUTO: return moe::reader_kind::AUTO;
+    case MOE_READER_URING_DIRECT: return moe::reader_kind::URING_DIRECT;
+    case MOE_READER_URING_BUFFERED: return moe::reader_kind::URING_BUFFERED;
+    case MOE_READER_PREAD: return moe::reader_kind::PREAD;
+    case MOE_READER_PREAD_DIRECT: return moe::reader_kind::PREAD_DIRECT;
+    default: api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
+    }
+}
+
+moe_options default_options() {
+    moe_options o{};
+    o.struct_size = sizeof(moe_options);
+    o.expert_budget_bytes = 0;
+    o.host_budget_bytes = 0;
+    o.policy = nullptr;
+    o.tier = MOE_TIER_RAM;
+    o.reader = MOE_READER_AUTO;
+    o.queue_depth = 32;
+    o.max_in_flight = 4;
+    o.prefetch_in_flight = 4;
+    o.prefetch_k = 0;
+    o.record_trace = 1;
+    return o;
+}
+
+std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_options* user) {
+    check_size(user, "options");
+    moe_options o = default_options();
+    read_versioned(o, user);
+    const moe::tier_kind kind = to_tier(o.tier);
+    const moe::reader_kind rkind = to_reader(o.reader);
+    if (o.host_budget_bytes != 0)
+        api_fail(MOE_ERR_UNSUPPORTED, "options->host_budget_bytes is {}; a host tier under the expert tier is not "
+                                      "available in API version {}: set it to 0", o.host_budget_bytes, MOE_API_VERSION);
+    if (kind == moe::tier_kind::DEVICE && moe::gpu_count() == 0)
+        api_fail(MOE_ERR_UNSUPPORTED, "options->tier is MOE_TIER_DEVICE but no CUDA device is usable here ({}); use "
+                                      "MOE_TIER_RAM or MOE_TIER_PINNED", moe::gpu_description());
+    if (o.queue_depth == 0 || o.max_in_flight == 0)
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "options->queue_depth ({}) and options->max_in_flight ({}) must be > 0",
+                 o.queue_depth, o.max_in_flight);
+    std::string policy = o.policy ? o.policy : "lru";
+    const auto names = moe::policy_names();
+    if (std::find(names.begin(), names.end(), policy) == names.end())
+        api_fail(MOE_ERR_UNKNOWN_NAME, "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
+                                       "lfu-recent", policy);
+    if (policy == "belady")
+        api_fail(MOE_ERR_UNSUPPORTED, "policy 'belady' needs the future trace (offline evaluation with `moe sim`); "
+                                      "use lru, lru-layer, lfu or lfu-recent");
+
+    const uint32_t n_keys = uint32_t(src.n_layers) * uint32_t(src.n_experts);
+    uint64_t max_bytes = 0;
+    for (uint32_t i = 0; i < n_keys; ++i) {
+        if (!src.set[i])
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "layout: expert {} of layer {} has no byte ranges (call "
+                                               "moe_layout_set_expert for every expert)", i % src.n_experts,
+                     i / src.n_experts);
+        max_bytes = std::max(max_bytes, src.expert_bytes(i));
+    }
+    if (max_bytes == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "layout: every expert is empty (0 bytes)");
+    const uint64_t slot = round_slot(max_bytes);
+    const uint64_t need_bytes = slot * uint64_t(src.top_k);
+    if (o.expert_budget_bytes != 0 && o.expert_budget_bytes < need_bytes)
+        api_fail(MOE_ERR_BUDGET, "options->expert_budget_bytes {} holds {} slot(s) of {} bytes (the largest expert, "
+                                 "{} bytes, rounded up to 4 KiB); one layer pins top_k = {} experts, so the budget "
+                                 "must be at least {} bytes", o.expert_budget_bytes, o.expert_budget_bytes / slot,
+                 slot, max_bytes, src.top_k, need_bytes);
+
+    auto ctx = std::make_unique<moe_context>();
+    ctx->src = src;
+    ctx->policy = policy;
+    ctx->opts = o;
+    ctx->opts.policy = nullptr;  // the caller's string need not outlive the call
+    if (ctx->opts.prefetch_k == 0 || ctx->opts.prefetch_k > uint32_t(src.n_experts))
+        ctx->opts.prefetch_k = std::min<uint32_t>(uint32_t(src.top_k), uint32_t(src.n_experts));
+
+    moe::memory_tier_config tc;
+    tc.kind = kind;
+    tc.budget_bytes = o.expert_budget_bytes ? o.expert_budget_bytes : slot * n_keys;
+    tc.max_expert_bytes = max_bytes;
+    tc.max_slots = n_keys;
+    ctx->tier = std::make_unique<moe::memory_tier>(tc);
+
+    moe::reader_config rc;
+    rc.queue_depth = o.queue_depth;
+    std::vector<moe::file_source*> files;
+    for (const auto& p : src.paths) {
+        check_readable(p);
+        try {
+            ctx->sources.push_back(moe::open_file_source(p, rkind, rc));
+        } catch (const moe::error& e) {
+            api_fail(rkind == moe::reader_kind::AUTO ? MOE_ERR_IO : MOE_ERR_UNSUPPORTED, "{}", e.what());
+        }
+        files.push_back(ctx->sources.back().get());
+    }
+    ctx->reader_name = files.empty() ? "none" : std::string(files.front()->kind_name());
+
+    moe::streamer_layout sl;
+    sl.n_layers = uint32_t(src.n_layers);
+    sl.n_experts = uint32_t(src.n_experts);
+    sl.ranges = src.ranges;
+    moe::streamer_config sc;
+    sc.max_in_flight = o.max_in_flight;
+    ctx->stream = std::make_unique<moe::streamer>(sc, sl, files, *ctx->tier);
+
+    moe::expert_cache_config cc;
+    cc.n_layers = uint32_t(src.n_layers);
+    cc.n_experts = uint32_t(src.n_experts);
+    const moe::streamer* st = ctx->stream.get();
+    cc.expert_bytes = [st](moe::expert_key k) { return st->expert_bytes(k); };
+    moe::policy_params pp;
+    pp.n_layers = cc.n_layers;
+    pp.n_experts = cc.n_experts;
+    pp.capacity = ctx->tier->n_slots();
+    ctx->cache = std::make_unique<moe::expert_cache>(cc, *ctx->tier, *ctx->stream, moe::make_policy(policy, pp));
+
+    const size_t L = size_t(src.n_layers), E = size_t(src.n_experts), K = size_t(src.top_k);
+    ctx->trace.model = src.name.empty() ? "unnamed" : src.name;
+    std::replace_if(ctx->trace.model.begin(), ctx->trace.model.end(), [](char c) { return c == ' ' || c == ','
+                                                                                          || c == '\t'; }, '_');
+    ctx->trace.n_layers = uint32_t(L);
+    ctx->trace.n_experts = uint32_t(E);
+    ctx->trace.top_k = uint32_t(K);
+    ctx->coact.assign(L > 1 ? (L - 1) * E * E : 0, 0);
+    ctx->last_ids.assign(L * K, 0);
+    ctx->last_weights.assign(L * K, 0.0f);
+    ctx->last_n.assign(L, 0);
+    ctx->last_pos.assign(L, 0);
+    ctx->scores.assign(E, 0);
+    ctx->order.assign(E, 0);
+    ctx->routed_rows.assign(L, 0);
+    ctx->predicted.assign(L, 0);
+    return ctx;
+}
+
+// The co-activation predictor: after `layer`'s row, score each expert f of layer + 1 by how many times it
+// followed the experts just selected, and prefetch the best prefetch_k with a positive score.
+uint32_t predict_and_prefetch(moe_context& c, uint32_t layer, const int32_t* ids, size_t n) {
+    const uint32_t E = uint32_t(c.src.n_experts), K = uint32_t(c.src.top_k);
+    if (c.opts.prefetch_in_flight == 0 || layer + 1 >= uint32_t(c.src.n_layers)) return 0;
+    // Room for this layer's pins plus the next layer's loads: with fewer slots a prefetch still loading could
+    // leave the next acquire without a slot.
+    if (c.cache->n_slots() < 2 * K) return 0;
+    const uint32_t* m = c.coact.data() + size_t(layer) * E * E;
+    for (uint32_t f = 0; f < E; ++f) c.scores[f] = 0;
+    for (size_t r = 0; r < n; ++r)
+        for (uint32_t f = 0; f < E; ++f) c.scores[f] += m[size_t(ids[r]) * E + f];
+    for (uint32_t f = 0; f < E; ++f) c.order[f] = f;
+    const uint32_t k = c.opts.prefetch_k;
+    std::partial_sort(c.order.begin(), c.order.begin() + k, c.order.end(), [&](uint32_t a, uint32_t b) {
+        return c.scores[a] != c.scores[b] ? c.scores[a] > c.scores[b] : a < b;
+    });
+    uint32_t issued = 0;
+    for (uint32_t i = 0; i < k; ++i) {
+        const uint32_t f = c.order[i];
+        if (c.scores[f] == 0) break;
+        ++c.predicted[layer + 1];
+        if (c.cache->n_loading() >= c.opts.prefetch_in_flight) continue;
+        if (c.cache->prefetch(moe::expert_key{layer + 1, f}, moe::access_info{c.clock, i, 0.0f})) ++issued;
+    }
+    return issued;
+}
+
+void fill_stats(moe_stats& out, const moe::layer_stats& s, uint64_t rows, uint64_t predicted) {
+    out = moe_stats{};
+    out.struct_size = sizeof(moe_stats);
+    out.hits = s.hits;
+    out.prefetch_hits = s.prefetch_hits;
+    out.misses = s.misses;
+    out.joins = s.joins;
+    out.evictions = s.evictions;
+    out.loads = s.loads;
+    out.prefetch_loads = s.prefetch_loads;
+    out.failed_loads = s.failed_loads;
+    out.bytes_loaded = s.bytes_loaded;
+    out.wait_ns = s.wait_ns;
+    out.routed_rows = rows;
+    out.predicted = predicted;
+}
+
+}  // namespace
+
+extern "C" {
+
+MOE_API const char* moe_status_string(moe_status s) {
+    switch (s) {
+    case MOE_OK: return "MOE_OK";
+    case MOE_ERR_INVALID_ARGUMENT: return "MOE_ERR_INVALID_ARGUMENT";
+    case MOE_ERR_OUT_OF_RANGE: return "MOE_ERR_OUT_OF_RANGE";
+    case MOE_ERR_IO: return "MOE_ERR_IO";
+    case MOE_ERR_FORMAT: return "MOE_ERR_FORMAT";
+    case MOE_ERR_BUDGET: return "MOE_ERR_BUDGET";
+    case MOE_ERR_UNKNOWN_NAME: return "MOE_ERR_UNKNOWN_NAME";
+    case MOE_ERR_UNSUPPORTED: return "MOE_ERR_UNSUPPORTED";
+    case MOE_ERR_BUSY: return "MOE_ERR_BUSY";
+    case MOE_ERR_NOT_READY: return "MOE_ERR_NOT_READY";
+    case MOE_ERR_OUT_OF_MEMORY: return "MOE_ERR_OUT_OF_MEMORY";
+    case MOE_ERR_INTERNAL: return "MOE_ERR_INTERNAL";
+    }
+    return "MOE_ERR_UNKNOWN_STATUS";
+}
+
+MOE_API const char* moe_last_error(void) { return t_last_error.c_str(); }
+
+MOE_API const char* moe_version_string(void) {
+    return MOE_STR(MOE_VERSION_MAJOR) "." MOE_STR(MOE_VERSION_MINOR) "." MOE_STR(MOE_VERSION_PATCH);
+}
+
+MOE_API moe_status moe_version(int* major, int* minor, int* patch) {
+    return guard("moe_version", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(major, "major");
+        need(minor, "minor");
+        need(patch, "patch");
+        *major = MOE_VERSION_MAJOR;
+        *minor = MOE_VERSION_MINOR;
+        *patch = MOE_VERSION_PATCH;
+    });
+}
+
+// ---- models ------------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_model_open(const char* path, moe_model** out) {
+    return guard("moe_model_open", MOE_ERR_FORMAT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(path, "path");
+        check_readable(path);
+        auto m = std::make_unique<moe_model>();
+        m->file = moe::open_model_file(path);
+        m->desc = moe::describe_model(m->file);
+        m->src = source_of_model(m->file, m->desc);
+        for (const auto& e : m->desc.layout.experts)
+            for (const auto& r : e.ranges) {
+                std::string t(moe::type_name(r.type));
+                if (std::find(m->type_names.begin(), m->type_names.end(), t) == m->type_names.end())
+                    m->type_names.push_back(t);
+            }
+        *out = m.release();
+    });
+}
+
+MOE_API void moe_model_close(moe_model* model) { delete model; }
+
+MOE_API moe_status moe_model_get_info(const moe_model* model, moe_model_info* info) {
+    return guard("moe_model_get_info", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(model, "model");
+        check_size(info, "info");
+        moe_model_info r{};
+        r.struct_size = sizeof(r);
+        const expert_source& s = model->src;
+        r.n_layers = s.n_layers;
+        r.n_experts = s.n_experts;
+        r.top_k = s.top_k;
+        r.n_embd = s.n_embd;
+        r.n_ff_exp = s.n_ff_exp;
+        r.n_files = int32_t(s.paths.size());
+        r.max_expert_bytes = model->desc.layout.max_expert_bytes;
+        r.total_expert_bytes = model->desc.layout.total_bytes;
+        r.arch = s.arch.c_str();
+        r.name = s.name.c_str();
+        write_versioned(info, r);
+    });
+}
+
+MOE_API moe_status moe_model_get_expert_parts(const moe_model* model, int32_t layer, int32_t expert,
+                                              moe_expert_part* parts, size_t capacity, size_t* n_parts) {
+    return guard("moe_model_get_expert_parts", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(model, "model");
+        need(n_parts, "n_parts");
+        if (capacity > 0) need(parts, "parts");
+        model->src.check_key(layer, expert);
+        const moe::expert_entry& e = model->desc.layout.at(layer, expert);
+        *n_parts = e.ranges.size();
+        uint64_t slot_off = 0;
+        for (size_t i = 0; i < e.ranges.size(); ++i) {
+            const moe::expert_range& r = e.ranges[i];
+            if (i < capacity) {
+                check_size(&parts[i], "parts[i]");
+                moe_expert_part p{};
+                p.struct_size = sizeof(p);
+                p.kind = int32_t(r.part);
+                const std::string t(moe::type_name(r.type));
+                p.type = std::find(model->type_names.begin(), model->type_names.end(), t)->c_str();
+                p.slot_offset = slot_off;
+                p.bytes = r.bytes;
+                p.file = r.file;
+                p.file_offset = r.offset;
+                write_versioned(&parts[i], p);
+            }
+            slot_off += r.bytes;
+        }
+    });
+}
+
+MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert,
+                                              uint64_t* bytes) {
+    return guard("moe_model_get_expert_bytes", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(model, "model");
+        need(bytes, "bytes");
+        model->src.check_key(layer, expert);
+        *bytes = model->desc.layout.at(layer, expert).bytes;
+    });
+}
+
+// ---- layouts -----------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_layout_create(int32_t n_layers, int32_t n_experts, int32_t top_k, moe_layout** out) {
+    return guard("moe_layout_create", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        if (n_layers <= 0 || n_experts <= 0)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "n_layers ({}) and n_experts ({}) must be positive", n_layers, n_experts);
+        if (uint64_t(n_layers) * uint64_t(n_experts) > (1u << 24))
+            api_fail(MOE_ERR_OUT_OF_RANGE, "n_layers x n_experts = {} exceeds the limit of {} experts",
+                     uint64_t(n_layers) * uint64_t(n_experts), 1u << 24);
+        if (top_k <= 0 || top_k > n_experts)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "top_k {} is outside [1, n_experts = {}]", top_k, n_experts);
+        auto l = std::make_unique<moe_layout>();
+        l->src.n_layers = n_layers;
+        l->src.n_experts = n_experts;
+        l->src.top_k = top_k;
+        l->src.ranges.resize(size_t(n_layers) * size_t(n_experts));
+        l->src.set.assign(size_t(n_layers) * size_t(n_experts), 0);
+        *out = l.release();
+    });
+}
+
+MOE_API void moe_layout_destroy(moe_layout* layout) { delete layout; }
+
+MOE_API moe_status moe_layout_add_file(moe_layout* layout, const char* path, int32_t* file_index) {
+    return guard("moe_layout_add_file", MOE_ERR_IO, [&] {
+        need(layout, "layout");
+        need(path, "path");
+        need(file_index, "file_index");
+        struct stat st {};
+        if (::stat(path, &st) != 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+        if (!S_ISREG(st.st_mode)) api_fail(MOE_ERR_IO, "{}: not a regular file", path);
+        layout->src.paths.emplace_back(path);
+        layout->src.file_sizes.push_back(uint64_t(st.st_size));
+        *file_index = int32_t(layout->src.paths.size() - 1);
+    });
+}
+
+MOE_API moe_status moe_layout_set_expert(moe_layout* layout, int32_t layer, int32_t expert, int32_t file_index,
+                                         size_t n_ranges, const moe_range* ranges) {
+    return guard("moe_layout_set_expert", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(layout, "layout");
+        expert_source& s = layout->src;
+        s.check_key(layer, expert);
+        if (file_index < 0 || size_t(file_index) >= s.paths.size())
+            api_fail(MOE_ERR_OUT_OF_RANGE, "file_index {} is outside [0, {}) (register files with "
+                                           "moe_layout_add_file)", file_index, s.paths.size());
+        if (n_ranges == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_ranges is 0: an expert needs at least one range");
+        need(ranges, "ranges");
+        const uint64_t size = s.file_sizes[size_t(file_index)];
+        std::vector<moe::byte_range> rs;
+        uint64_t total = 0;
+        for (size_t i = 0; i < n_ranges; ++i) {
+            const moe_range& r = ranges[i];
+            if (r.bytes == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "ranges[{}] is empty (0 bytes)", i);
+            if (r.offset > size || r.bytes > size - r.offset)
+                api_fail(MOE_ERR_OUT_OF_RANGE, "ranges[{}] = [{}, {}) reaches past the end of {} ({} bytes)", i,
+                         r.offset, r.offset + r.bytes, s.paths[size_t(file_index)], size);
+            total += r.bytes;
+            rs.push_back(moe::byte_range{uint32_t(file_index), r.offset, r.bytes});
+        }
+        const size_t i = size_t(layer) * size_t(s.n_experts) + size_t(expert);
+        s.ranges[i] = std::move(rs);
+        s.set[i] = 1;
+        (void)total;
+    });
+}
+
+// ---- contexts ----------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_options_init(moe_options* opts) {
+    return guard("moe_options_init", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(opts, "opts");
+        *opts = default_options();
+    });
+}
+
+MOE_API moe_status moe_context_create(const moe_model* model, const moe_options* opts, moe_context** out) {
+    return guard("moe_context_create", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(model, "model");
+        *out = make_context(model->src, opts).release();
+    });
+}
+
+MOE_API moe_status moe_context_create_from_layout(const moe_layout* layout, const moe_options* opts,
+                                                  moe_context** out) {
+    return guard("moe_context_create_from_layout", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(layout, "layout");
+        *out = make_context(layout->src, opts).release();
+    });
+}
+
+MOE_API void moe_context_destroy(moe_context* ctx) {
+    try {
+        delete ctx;
+    } catch (...) {
+        // Destructors below do not throw; nothing may escape a C function either way.
+    }
+}
+
+MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info* info) {
+    return guard("moe_context_get_info", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        check_size(info, "info");
+        moe_context_info r{};
+        r.struct_size = sizeof(r);
+        r.tier = ctx->opts.tier;
+        r.n_slots = ctx->tier->n_slots();
+        r.slot_bytes = ctx->tier->slot_bytes();
+        r.budget_bytes = ctx->tier->budget_bytes();
+        r.high_water_bytes = ctx->tier->bytes_high_water();
+        r.policy = ctx->policy.c_str();
+        r.reader = ctx->reader_name.c_str();
+        write_versioned(info, r);
+    });
+}
+
+// ---- experts -----------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_acquire(moe_context* ctx, int32_t layer, int32_t expert, moe_handle** out) {
+    return guard("moe_acquire", MOE_ERR_BUSY, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(ctx, "ctx");
+        ctx->src.check_key(layer, expert);
+        moe::access_info access;
+        {
+            // Rank and weight from the last routed row of this layer, when it selected this expert.
+            std::lock_guard<std::mutex> lock(ctx->route_mu);
+            access.time = ctx->clock;
+            const size_t K = size_t(ctx->src.top_k);
+            for (uint32_t r = 0; r < ctx->last_n[size_t(layer)]; ++r)
+                if (ctx->last_ids[size_t(layer) * K + r] == uint32_t(expert)) {
+                    access.rank = r;
+                    access.weight = ctx->last_weights[size_t(layer) * K + r];
+                }
+        }
+        moe_handle* h = nullptr;
+        {
+            std::lock_guard<std::mutex> lock(ctx->handles_mu);
+            if (ctx->free_handles.empty()) {
+                ctx->handles.push_back(std::make_unique<moe_handle>());
+                ctx->free_handles.push_back(ctx->handles.back().get());
+            }
+            h = ctx->free_handles.back();
+            ctx->free_handles.pop_back();
+        }
+        h->ctx = ctx;
+        h->failed = false;
+        const moe::expert_key key{uint32_t(layer), uint32_t(expert)};
+        try {
+            h->pin = ctx->cache->acquire(key, access);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(ctx->handles_mu);
+            h->ctx = nullptr;
+            ctx->free_handles.push_back(h);
+            throw;
+        }
+        // A demand that joined a queued prefetch must overtake the other prefetches (the cache does not call
+        // its loader for a join).
+        if (!h->pin.ready()) ctx->stream->promote(key);
+        *out = h;
+    });
+}
+
+MOE_API moe_status moe_handle_ready(const moe_handle* h, int* ready) {
+    return guard("moe_handle_ready", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(h, "handle");
+        need(ready, "ready");
+        *ready = (!h->failed && h->pin.valid() && h->pin.ready()) ? 1 : 0;
+    });
+}
+
+MOE_API moe_status moe_wait(moe_handle* h) {
+    return guard("moe_wait", MOE_ERR_IO, [&] {
+        need(h, "handle");
+        if (h->failed || !h->pin.valid())
+            api_fail(MOE_ERR_IO, "the handle's load failed earlier (see the previous moe_wait's message)");
+        try {
+            h->pin.wait();
+        } catch (...) {
+            h->failed = true;
+            throw;
+        }
+    });
+}
+
+MOE_API moe_status moe_handle_data(const moe_handle* h, const void** data, uint64_t* bytes) {
+    return guard("moe_handle_data", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(h, "handle");
+        need(data, "data");
+        if (h->failed || !h->pin.valid()) api_fail(MOE_ERR_IO, "the handle's load failed; it holds no data");
+        if (!h->pin.ready())
+            api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
+                     h->pin.key().expert, h->pin.key().layer);
+        *data = h->pin.data();
+        if (bytes) *bytes = h->pin.bytes();
+    });
+}
+
+MOE_API moe_status moe_handle_stream_wait(const moe_handle* h, void* cuda_stream) {
+    return guard("moe_handle_stream_wait", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(h, "handle");
+        if (h->failed || !h->pin.valid()) api_fail(MOE_ERR_IO, "the handle's load failed; it holds no data");
+        if (!h->ctx->stream->on_device())
+            api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
+#ifdef MOE_HAVE_CUDA
+        if (!h->pin.ready())
+            api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
+                     h->pin.key().expert, h->pin.key().layer);
+        h->ctx->stream->stream_wait(h->pin.slot(), static_cast<cudaStream_t>(cuda_stream));
+#else
+        (void)cuda_stream;
+#endif
+    });
+}
+
+MOE_API moe_status moe_release(moe_handle* h) {
+    return guard("moe_release", MOE_ERR_INVALID_ARGUMENT, [&] {
+        if (!h) return;
+        moe_context* ctx = h->ctx;
+        if (!ctx) api_fail(MOE_ERR_INVALID_ARGUMENT, "the handle was already released");
+        h->pin.reset();
+        h->ctx = nullptr;
+        h->failed = false;
+        std::lock_guard<std::mutex> lock(ctx->handles_mu);
+        ctx->free_handles.push_back(h);
+    });
+}
+
+MOE_API moe_status moe_prefetch(moe_context* ctx, int32_t layer, int32_t expert, int* issued) {
+    return guard("moe_prefetch", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        ctx->src.check_key(layer, expert);
+        uint64_t now;
+        {
+            std::lock_guard<std::mutex> lock(ctx->route_mu);
+            now = ctx->clock;
+        }
+        const bool ok = ctx->cache->prefetch(moe::expert_key{uint32_t(layer), uint32_t(expert)},
+                                             moe::access_info{now, 0, 0.0f});
+        if (issued) *issued = ok ? 1 : 0;
+    });
+}
+
+MOE_API moe_status moe_set_position(moe_context* ctx, uint32_t seq, uint32_t token) {
+    return guard("moe_set_position", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        std::lock_guard<std::mutex> lock(ctx->route_mu);
+        ctx->seq = seq;
+        ctx->token = token;
+        ctx->explicit_pos = true;
+    });
+}
+
+MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
+                                const float* weights, uint32_t* n_prefetched) {
+    return guard("moe_route", MOE_ERR_INVALID_ARGUMENT, [&] {
+        if (n_prefetched) *n_prefetched = 0;
+        need(ctx, "ctx");
+        need(ids, "ids");
+        const expert_source& s = ctx->src;
+        if (layer < 0 || layer >= s.n_layers)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, s.n_layers);
+        if (n == 0 || n > size_t(s.top_k))
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "n = {} experts; a routed row holds 1..top_k = {}", n, s.top_k);
+        for (size_t i = 0; i < n; ++i) {
+            if (ids[i] < 0 || ids[i] >= s.n_experts)
+                api_fail(MOE_ERR_OUT_OF_RANGE, "ids[{}] = {} is outside [0, {})", i, ids[i], s.n_experts);
+            for (size_t j = 0; j < i; ++j)
+                if (ids[j] == ids[i]) api_fail(MOE_ERR_INVALID_ARGUMENT, "ids[{}] = ids[{}] = {}: duplicate", j, i, ids[i]);
+        }
+        std::lock_guard<std::mutex> lock(ctx->route_mu);
+        if (!ctx->explicit_pos && ctx->prev_layer >= 0 && layer <= ctx->prev_layer) ++ctx->token;
+        ctx->prev_layer = layer;
+        ++ctx->clock;
+        const uint64_t pos = (uint64_t(ctx->seq) << 32) | ctx->token;
+        const size_t E = size_t(s.n_experts), K = size_t(s.top_k), l = size_t(layer);
+
+        if (ctx->opts.record_trace) {
+            moe::trace_row row;
+            row.seq = ctx->seq;
+            row.token = ctx->token;
+            row.layer = uint32_t(layer);
+            for (size_t i = 0; i < n; ++i) row.experts.push_back(uint32_t(ids[i]));
+            if (weights) row.weights.assign(weights, weights + n);
+            ctx->trace.rows.push_back(std::move(row));
+        }
+        ++ctx->routed_rows[l];
+        // Learn: the previous layer's selection for this same token was followed by this one.
+        if (layer > 0 && ctx->last_n[l - 1] > 0 && ctx->last_pos[l - 1] == pos) {
+            uint32_t* m = ctx->coact.data() + (l - 1) * E * E;
+            for (uint32_t a = 0; a < ctx->last_n[l - 1]; ++a)
+                for (size_t b = 0; b < n; ++b) ++m[size_t(ctx->last_ids[(l - 1) * K + a]) * E + size_t(ids[b])];
+        }
+        for (size_t i = 0; i < n; ++i) {
+            ctx->last_ids[l * K + i] = uint32_t(ids[i]);
+            ctx->last_weights[l * K + i] = weights ? weights[i] : 0.0f;
+        }
+        ctx->last_n[l] = uint32_t(n);
+        ctx->last_pos[l] = pos;
+        const uint32_t issued = predict_and_prefetch(*ctx, uint32_t(layer), ids, n);
+        if (n_prefetched) *n_prefetched = issued;
+    });
+}
+
+MOE_API moe_status moe_route(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights) {
+    return moe_route_ex(ctx, layer, n, ids, weights, nullptr);
+}
+
+// ---- statistics and traces ---------------------------------------------------------------------------------
+
+MOE_API moe_status moe_get_stats(const moe_context* ctx, moe_stats* stats) {
+    return guard("moe_get_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        check_size(stats, "stats");
+        const moe::cache_stats cs = ctx->cache->stats();
+        uint64_t rows = 0, predicted = 0;
+        {
+            std::lock_guard<std::mutex> lock(ctx->route_mu);
+            for (uint64_t r : ctx->routed_rows) rows += r;
+            for (uint64_t p : ctx->predicted) predicted += p;
+        }
+        moe_stats r;
+        fill_stats(r, cs.total(), rows, predicted);
+        write_versioned(stats, r);
+    });
+}
+
+MOE_API moe_status moe_get_layer_stats(const moe_context* ctx, int32_t layer, moe_stats* stats) {
+    return guard("moe_get_layer_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        check_size(stats, "stats");
+        if (layer < 0 || layer >= ctx->src.n_layers)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, ctx->src.n_layers);
+        const moe::cache_stats cs = ctx->cache->stats();
+        uint64_t rows, predicted;
+        {
+            std::lock_guard<std::mutex> lock(ctx->route_mu);
+            rows = ctx->routed_rows[size_t(layer)];
+            predicted = ctx->predicted[size_t(layer)];
+        }
+        moe_stats r;
+        fill_stats(r, cs.layers[size_t(layer)], rows, predicted);
+        write_versioned(stats, r);
+    });
+}
+
+MOE_API moe_status moe_reset_stats(moe_context* ctx) {
+    return guard("moe_reset_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        ctx->cache->reset_stats();
+        std::lock_guard<std::mutex> lock(ctx->route_mu);
+        std::fill(ctx->routed_rows.begin(), ctx->routed_rows.end(), 0);
+        std::fill(ctx->predicted.begin(), ctx->predicted.end(), 0);
+    });
+}
+
+MOE_API moe_status moe_trace_write(const moe_context* ctx, const char* path) {
+    return guard("moe_trace_write", MOE_ERR_IO, [&] {
+        need(ctx, "ctx");
+        need(path, "path");
+        std::lock_guard<std::mutex> lock(ctx->route_mu);
+        moe::write_trace(std::string(path), ctx->trace);
+    });
+}
+
+}  // extern "C"
