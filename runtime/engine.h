@@ -62,6 +62,8 @@ public:
     cache_stats stats() const;
     const forward_stats& fwd_stats() const;
     std::string_view policy_name() const;
+    // Forwards to forward_pass::set_routing_observer (routing traces of a run).
+    void set_routing_observer(routing_observer obs) { _fwd->set_routing_observer(std::move(obs)); }
 
     // The tier slot size an expert of this model needs (the largest expert rounded to the tier alignment) and the
     // smallest workable budget: top_k slots, one layer's experts pinned at once.

@@ -141,6 +141,9 @@ void forward_pass::moe_step(int il, int n_tok) {
         _be.route(_router.data(), _probs.data(), E, K, _d.gating, _d.norm_topk, float(_d.weights_scale), ids,
                   _weights.data() + size_t(i) * size_t(K));
         for (int r = 0; r < K; ++r) _used[size_t(ids[r])] = 1;
+        if (_observer)
+            _observer(_n_past + i, L.moe_layer, std::span<const int>(ids, size_t(K)),
+                      std::span<const float>(_weights.data() + size_t(i) * size_t(K), size_t(K)));
     }
     if (_cfg.prefetch && n_tok == 1) prefetch_next(il);
 

@@ -18,7 +18,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "cache/expert_cache.h"
@@ -47,6 +49,11 @@ struct forward_stats {
     uint64_t n_prefetches = 0;    // prefetch() calls that started a load
 };
 
+// Told of every (token, MoE layer) routing decision right after the router ran: the token's position in the
+// sequence, the MoE layer, and its top-k experts and weights in rank order (`moe run --trace` records these).
+using routing_observer =
+    std::function<void(int pos, int moe_layer, std::span<const int> experts, std::span<const float> weights)>;
+
 class forward_pass {
 public:
     // Everything passed in must outlive this object. `loader_streamer` (optional) is told to promote a queued
@@ -70,6 +77,8 @@ public:
     // Bytes of the KV cache and the workspaces (what the engine counts against the compute memory).
     uint64_t workspace_bytes() const;
     const forward_stats& stats() const { return _stats; }
+    // Optional; an empty function turns it off. Observing never changes what is computed.
+    void set_routing_observer(routing_observer obs) { _observer = std::move(obs); }
 
 private:
     void attention_step(int il, int t);
@@ -88,6 +97,7 @@ private:
     int _n_past = 0;
     uint64_t _clock = 0;  // access time for the eviction policy: one tick per (eval call, MoE layer)
     forward_stats _stats;
+    routing_observer _observer;
 
     // KV cache: (n_layers, n_ctx, n_head_kv, hd_k) and (n_layers, n_ctx, n_head_kv, hd_v)
     std::vector<float> _k_cache, _v_cache;
