@@ -107,18 +107,31 @@ read_op* read_tracker::add(const read_request& req, uint64_t file_size, read_res
     *op = read_op{};
     op->req = req;
     op->next_pos = req.offset;
-    op->queued = true;
-    _pending.push_back(op);
+    enqueue(op);
     _live++;
     return op;
 }
 
+void read_tracker::enqueue(read_op* op) {
+    op->queued = true;
+    op->q_prev = _tail;
+    op->q_next = nullptr;
+    (_tail ? _tail->q_next : _head) = op;
+    _tail = op;
+}
+
+void read_tracker::dequeue(read_op* op) {
+    (op->q_prev ? op->q_prev->q_next : _head) = op->q_next;
+    (op->q_next ? op->q_next->q_prev : _tail) = op->q_prev;
+    op->q_prev = op->q_next = nullptr;
+    op->queued = false;
+}
+
 read_op* read_tracker::next() {
-    while (!_pending.empty()) {
-        read_op* op = _pending.front();
+    while (_head) {
+        read_op* op = _head;
         if (!op->failed && op->next_pos < op->req.offset + op->req.len) return op;
-        op->queued = false;
-        _pending.pop_front();
+        dequeue(op);
     }
     return nullptr;
 }
@@ -135,10 +148,7 @@ bool read_tracker::chunk_back(read_op* op, int64_t err, uint64_t err_off, read_r
     }
     const bool all_cut = op->next_pos >= op->req.offset + op->req.len;
     if (op->outstanding > 0 || (!op->failed && !all_cut)) return false;
-    if (op->queued) {
-        _pending.erase(std::find(_pending.begin(), _pending.end(), op));
-        op->queued = false;
-    }
+    if (op->queued) dequeue(op);
     out = read_result{op->req.tag, op->req.offset, op->req.len, op->failed ? op->error : int64_t(op->req.len),
                       op->failed ? op->error_offset : 0};
     listener = op->req.listener;

@@ -8,7 +8,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
@@ -26,6 +25,8 @@ struct read_op {
     bool queued = false;       // in the tracker's pending queue
     int64_t error = 0;         // -errno of the first failure
     uint64_t error_offset = 0;
+    read_op* q_prev = nullptr;  // links of the tracker's pending queue (intrusive: queueing never allocates)
+    read_op* q_next = nullptr;
 };
 
 struct read_chunk {
@@ -66,7 +67,11 @@ public:
     size_t n_live() const { return _live; }
 
 private:
-    std::deque<read_op*> _pending;
+    void enqueue(read_op* op);
+    void dequeue(read_op* op);
+
+    read_op* _head = nullptr;  // pending queue, oldest first
+    read_op* _tail = nullptr;
     std::vector<std::unique_ptr<read_op>> _all;
     std::vector<read_op*> _free;  // recycled ops: after warm-up nothing is allocated per request
     size_t _live = 0;
