@@ -2,8 +2,10 @@
 # The README's demo: build `moe` (incrementally), describe a tiny Mixtral-shaped Q8_0 model and plan its experts
 # into a VRAM budget that holds the resident weights plus two expert slots and a host budget with room for two
 # more, then replay a synthetic routing trace of the same shape through the cache policies to show what such a
-# cache would hit and move. Environment: BUILD_DIR (default build).
-# (Generation, `moe run`, is not built yet: see README, Limitations.)
+# cache would hit and move. Then generate with `moe run` on the tiny Mixtral that carries a tokenizer, with an
+# expert budget of 3 slots for its 8 experts (so experts are evicted and streamed back from the file), record
+# the routing as a trace and replay that trace through the policies. Environment: BUILD_DIR (default build).
+# This build computes on the CPU: `moe run --vram-budget` is the RAM given to expert slots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,8 @@ cmake --build "$BUILD_DIR" -j "$(nproc)" --target moe >/dev/null
 moe="$BUILD_DIR/runtime/moe"
 model=tests/fixtures/mixtral-tiny-q8_0.gguf
 trace=$(mktemp /tmp/moe-demo-XXXXXX.trace)
-trap 'rm -f "$trace"' EXIT
+run_trace=$(mktemp /tmp/moe-demo-run-XXXXXX.trace)
+trap 'rm -f "$trace" "$run_trace"' EXIT
 
 echo "\$ moe inspect $model --vram-budget 180K --host-budget 14K"
 "$moe" inspect "$model" --vram-budget 180K --host-budget 14K
@@ -25,3 +28,9 @@ echo "\$ moe trace --synthetic --layers 2 --experts 4 --top-k 2 --tokens 2000 -o
 "$moe" trace --synthetic --layers 2 --experts 4 --top-k 2 --tokens 2000 --skew 1.0 --reuse 0.5 -o "$trace"
 echo "\$ moe sim --trace demo.trace --capacity 4 --model $model   # 2 VRAM + 2 host slots above, as one cache"
 "$moe" sim --trace "$trace" --capacity 4 --model "$model"
+echo
+gen_model=tests/fixtures/mixtral-tiny-f32.gguf
+echo "\$ moe run -m $gen_model -p \"Hello world\" -n 24 --vram-budget 72K --trace run.trace   # 3 slots of 24 KiB for 8 experts"
+"$moe" run -m "$gen_model" -p "Hello world" -n 24 --vram-budget 72K --trace "$run_trace" 2>&1
+echo "\$ moe sim --trace run.trace --capacity 3 --model $gen_model   # the same routing, replayed offline"
+"$moe" sim --trace "$run_trace" --capacity 3 --model "$gen_model"

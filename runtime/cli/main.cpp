@@ -15,6 +15,7 @@ void usage(FILE* out) {
                  "moe - run and profile Mixture-of-Experts models larger than VRAM\n\n"
                  "usage: moe <command> [options]   (moe <command> --help for its options)\n\n"
                  "commands:\n"
+                 "  run       generate text, streaming experts through a cache of the given budget\n"
                  "  inspect   describe a GGUF/safetensors model: architecture, experts, byte layout, capacity plan\n"
                  "  sim       replay a routing trace through eviction policies (hit rates vs Belady's optimum)\n"
                  "  trace     write a synthetic routing trace (moe-trace v1) for tests and benchmarks\n"
@@ -34,10 +35,7 @@ int main(int argc, char** argv) {
         if (cmd == "sim") return moe::cli::run_sim(argc - 1, argv + 1);
         if (cmd == "trace") return moe::cli::run_trace(argc - 1, argv + 1);
         if (cmd == "bench") return moe::cli::run_bench(argc - 1, argv + 1);
-        if (cmd == "run") {
-            std::fprintf(stderr, "moe: 'run' (generation) is not built yet: see README, Limitations\n");
-            return 2;
-        }
+        if (cmd == "run") return moe::cli::run_run(argc - 1, argv + 1);
         std::fprintf(stderr, "moe: unknown command '%s'\n\n", cmd.c_str());
         usage(stderr);
         return 2;

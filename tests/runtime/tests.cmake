@@ -73,3 +73,4 @@ moe_inspect_test(bad.budget_suffix RC 1 REGEX "--vram-budget"
                  ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 12Q)
 moe_inspect_test(bad.no_model_arg RC 2 REGEX "model is required" ARGS inspect)
 moe_inspect_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --frobnicate)
+include(${CMAKE_CURRENT_LIST_DIR}/tests_run.cmake)

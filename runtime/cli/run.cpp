@@ -1,0 +1,371 @@
+// `moe run -m MODEL -p PROMPT [-n N] [--vram-budget X] ...`: generates text with the engine, streaming each token
+// to stdout as it is produced, then prints what the expert cache did (hit rates, bytes moved, time waiting) on
+// stderr. --trace records every routing decision (prompt and generated tokens) as moe-trace v1 so `moe sim` can
+// replay the run; --stats-json writes the tokens and figures for scripts and tests.
+//
+// This build computes on the CPU, so the "VRAM budget" is the RAM given to expert slots (engine_config::
+// expert_budget_bytes); the resident weights (attention, embeddings, routers) are held in full besides it.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cache/trace.h"
+#include "common/error.h"
+#include "common/units.h"
+#include "runtime/cli/commands.h"
+#include "runtime/engine.h"
+#include "runtime/model_desc.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+
+namespace moe::cli {
+namespace {
+
+using json = nlohmann::ordered_json;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+std::vector<int> parse_ids(const std::string& text, int n_vocab) {
+    std::vector<int> ids;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        size_t used = 0;
+        int v = -1;
+        try {
+            v = std::stoi(item, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used == 0 || used != item.size())
+            fail("--prompt-ids: '{}' is not a token id: expected comma-separated integers like 1,2,3", item);
+        if (v < 0 || v >= n_vocab) fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", v, n_vocab);
+        ids.push_back(v);
+    }
+    if (ids.empty()) fail("--prompt-ids: no token ids given");
+    return ids;
+}
+
+// The model name as the trace header wants it: one word.
+std::string trace_model_name(const std::string& name) {
+    std::string s = name.empty() ? "model" : name;
+    for (char& c : s)
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') c = '_';
+    return s;
+}
+
+double rate(uint64_t n, double s) {
+    return s > 0.0 ? double(n) / s : 0.0;
+}
+
+}  // namespace
+
+int run_run(int argc, char** argv) {
+    CLI::App app{
+        "Generate text with a Mixture-of-Experts model, streaming experts through a cache of the given "
+        "budget. Tokens go to stdout as they are produced; a summary (speed, hit rates, bytes loaded) "
+        "goes to stderr.",
+        "moe run"};
+    std::string model_path, prompt, prompt_ids_text, budget_text, policy = "lru", prefetch = "none";
+    std::string trace_path, stats_path;
+    int n_predict = 32, n_threads = 1, n_ctx = 0;
+    sampler_config sc;
+    app.add_option("-m,--model", model_path,
+                   "model file: .gguf (first shard of a split set), .safetensors, or a "
+                   "directory")
+        ->required();
+    auto* p_opt = app.add_option("-p,--prompt", prompt, "prompt text (encoded with the model's tokenizer, BOS added)");
+    auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text,
+                                   "the prompt as comma-separated token ids (e.g. 1,17,42), for models without a "
+                                   "tokenizer; nothing is added");
+    p_opt->excludes(ids_opt);
+    app.add_option("-n,--n-predict", n_predict, "most tokens to generate (stops earlier at an end-of-generation token)")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    app.add_option("--vram-budget", budget_text,
+                   "memory for expert slots, e.g. 64K, 512M, 8G. In this CPU-only build it is the RAM given to "
+                   "the expert cache (resident weights come on top). Default: unlimited (every expert gets a slot)");
+    app.add_option("--policy", policy, "eviction policy of the expert cache (lru, lfu, ...: see moe sim --help)")
+        ->capture_default_str();
+    app.add_option("--prefetch", prefetch, "none, or spec: speculatively load the next layer's experts")
+        ->check(CLI::IsMember({"none", "spec"}))
+        ->capture_default_str();
+    app.add_option("--trace", trace_path, "write every routing decision (prompt and generated tokens) as moe-trace v1");
+    app.add_option("--stats-json", stats_path, "write generated tokens, text and cache figures as JSON");
+    app.add_option("--seed", sc.seed, "random seed for sampling (same seed, same tokens)")->capture_default_str();
+    app.add_option("--temp", sc.temperature, "temperature; 0 = greedy (argmax)")
+        ->check(CLI::Range(0.0f, 100.0f))
+        ->capture_default_str();
+    app.add_option("--top-k", sc.top_k, "keep the k most likely tokens (0 = off)")
+        ->check(CLI::Range(0, 1 << 30))
+        ->capture_default_str();
+    app.add_option("--top-p", sc.top_p, "nucleus sampling: keep the most likely tokens up to this mass (1 = off)")
+        ->check(CLI::Range(0.0f, 1.0f))
+        ->capture_default_str();
+    app.add_option("--min-p", sc.min_p, "drop tokens less likely than min-p times the most likely (0 = off)")
+        ->check(CLI::Range(0.0f, 1.0f))
+        ->capture_default_str();
+    app.add_option("--repeat-penalty", sc.repeat_penalty,
+                   "llama.cpp repetition penalty over the last 64 tokens (1 = off)")
+        ->check(CLI::Range(0.0f, 100.0f))
+        ->capture_default_str();
+    app.add_option("--threads", n_threads, "CPU threads for the matrix products (0 = one per hardware thread)")
+        ->check(CLI::Range(0, 4096))
+        ->capture_default_str();
+    app.add_option("--ctx", n_ctx, "context length (KV cache positions); default: prompt + n-predict")
+        ->check(CLI::Range(0, 1 << 24));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "moe run: error: %s\n(see moe run --help)\n", e.what());
+        return 2;
+    }
+    if (prompt.empty() && prompt_ids_text.empty()) {
+        std::fprintf(stderr,
+                     "moe run: error: a prompt is required: -p TEXT or --prompt-ids 1,2,3\n(see moe run --help)\n");
+        return 2;
+    }
+    if (sc.top_p <= 0.0f) fail("--top-p {}: expected a value in (0, 1]", sc.top_p);
+    if (sc.repeat_penalty <= 0.0f) fail("--repeat-penalty {}: expected a value > 0 (1 = off)", sc.repeat_penalty);
+
+    std::optional<uint64_t> budget;
+    if (!budget_text.empty()) budget = parse_bytes(budget_text, "--vram-budget");
+    if (budget && *budget == 0) fail("--vram-budget 0: expected a positive size (leave the flag out for unlimited)");
+
+    // The tokenizer and the budget check come first: a refusal should not wait for the weights to load.
+    std::optional<tokenizer> tok;
+    model_desc desc;
+    {
+        model_file mf = open_model_file(model_path);
+        desc = describe_model(mf);
+        if (!prompt.empty()) {
+            try {
+                tok = tokenizer::from_model_file(mf);
+            } catch (const error& e) {
+                fail("{}: cannot encode the prompt text: {}; pass the prompt as token ids with --prompt-ids",
+                     model_path, e.what());
+            }
+        } else {
+            try {
+                tok = tokenizer::from_model_file(mf);  // only to print text; ids are printed without one
+            } catch (const error&) {
+            }
+        }
+    }
+    const uint64_t min_budget = engine::min_budget_for(desc);
+    if (budget && *budget < min_budget)
+        fail(
+            "{}: --vram-budget {} ({} bytes) is too small: the forward pass pins one layer's top-{} experts at once, "
+            "so it needs at least {} ({} bytes)",
+            model_path, format_bytes(*budget), *budget, desc.n_experts_used, format_bytes(min_budget), min_budget);
+
+    // lru-layer splits the slots evenly between the MoE layers and evicts only within a layer, so each layer's
+    // share must hold its top-k: refuse here rather than fail on the first layer that runs out.
+    if (budget && policy == "lru-layer") {
+        const uint64_t need = engine::slot_bytes_for(desc) * uint64_t(desc.n_experts_used) *
+                              uint64_t(std::max(1, desc.layout.n_moe_layers));
+        if (*budget < need)
+            fail(
+                "{}: --vram-budget {} ({} bytes) is too small for --policy lru-layer: it gives each of the {} MoE "
+                "layers an equal share of the slots, and each share must hold top-{} experts, so it needs at least "
+                "{} ({} bytes); use another policy or a larger budget",
+                model_path, format_bytes(*budget), *budget, desc.layout.n_moe_layers, desc.n_experts_used,
+                format_bytes(need), need);
+    }
+
+    // With lru-layer, a speculative prefetch still loading holds a slot of the NEXT layer's share, and that share
+    // cannot borrow from other layers: unless each share holds two layers' top-k, a demand can find every slot
+    // of its share pinned or loading. Generation goes on without prefetch then.
+    bool use_prefetch = prefetch == "spec";
+    if (use_prefetch && budget && policy == "lru-layer") {
+        const uint64_t n_slots = *budget / engine::slot_bytes_for(desc);
+        const uint64_t share = n_slots / uint64_t(std::max(1, desc.layout.n_moe_layers));
+        if (share < 2 * uint64_t(desc.n_experts_used)) {
+            warn_once("run.lru_layer_prefetch",
+                      fmt::format("--prefetch spec turned off: --policy lru-layer gives each MoE layer {} slot(s) "
+                                  "of --vram-budget {}, fewer than the {} a prefetch beside a demand needs",
+                                  share, format_bytes(*budget), 2 * desc.n_experts_used));
+            use_prefetch = false;
+            prefetch = "none (off: lru-layer share too small)";
+        }
+    }
+
+    std::vector<int> prompt_tokens;
+    if (!prompt.empty()) {
+        for (int32_t t : tok->encode(prompt, true, false)) prompt_tokens.push_back(int(t));
+        if (prompt_tokens.empty()) fail("-p: the prompt encodes to no tokens");
+    } else {
+        prompt_tokens = parse_ids(prompt_ids_text, desc.n_vocab);
+    }
+    const int need_ctx = int(prompt_tokens.size()) + n_predict;
+    if (n_ctx == 0) n_ctx = need_ctx;
+    if (n_ctx < int(prompt_tokens.size()) + 1)
+        fail("--ctx {}: the prompt has {} tokens; expected a context of at least {}", n_ctx, prompt_tokens.size(),
+             prompt_tokens.size() + 1);
+
+    engine_config ec;
+    ec.n_ctx = n_ctx;
+    ec.expert_budget_bytes = budget.value_or(0);
+    ec.policy = policy;
+    ec.prefetch = use_prefetch;
+    ec.n_threads = n_threads;
+    const auto t_load = clock_type::now();
+    engine eng(model_path, ec);
+    const double load_s = seconds_since(t_load);
+    if (!budget)
+        std::fprintf(stderr, "moe run: no --vram-budget given: unlimited, every one of the %d experts gets a slot\n",
+                     desc.layout.n_moe_layers * desc.layout.n_experts);
+
+    routing_trace trace;
+    trace.model = trace_model_name(desc.name);
+    trace.n_layers = uint32_t(desc.layout.n_moe_layers);
+    trace.n_experts = uint32_t(desc.layout.n_experts);
+    trace.top_k = uint32_t(desc.n_experts_used);
+    if (!trace_path.empty())
+        eng.set_routing_observer([&trace](int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) {
+            trace_row r;
+            r.seq = 0;
+            r.token = uint32_t(pos);
+            r.layer = uint32_t(moe_layer);
+            r.experts.assign(ex.begin(), ex.end());
+            r.weights.assign(w.begin(), w.end());
+            trace.rows.push_back(std::move(r));
+        });
+
+    sampler smp(sc);
+    for (int t : prompt_tokens) smp.accept(t);
+
+    const auto t_prompt = clock_type::now();
+    const float* logits = eng.prefill(prompt_tokens);
+    const double prompt_s = seconds_since(t_prompt);
+
+    std::vector<int> generated;
+    std::string text;
+    double decode_s = 0.0;
+    uint64_t n_decoded = 0;
+    bool stopped_eog = false;
+    const size_t V = size_t(desc.n_vocab);
+    while (true) {
+        const int next = smp.sample(std::span<const float>(logits, V));
+        if (tok && tok->is_eog(next)) {
+            stopped_eog = true;
+            break;
+        }
+        generated.push_back(next);
+        smp.accept(next);
+        std::string piece = tok ? tok->token_to_piece(next, false) : fmt::format("{} ", next);
+        text += piece;
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+        if (int(generated.size()) >= n_predict) break;
+        if (int(prompt_tokens.size() + generated.size()) >= n_ctx) {
+            std::fprintf(stderr, "\nmoe run: context of %d positions is full; stopping\n", n_ctx);
+            break;
+        }
+        const auto t0 = clock_type::now();
+        logits = eng.decode(next);
+        decode_s += seconds_since(t0);
+        ++n_decoded;
+    }
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+
+    const cache_stats cs = eng.stats();
+    const layer_stats tot = cs.total();
+    const uint64_t slot_bytes = eng.expert_slot_bytes();
+    const uint32_t n_slots = eng.n_expert_slots();
+    const uint64_t budget_bytes = budget.value_or(uint64_t(n_slots) * slot_bytes);
+    const uint32_t n_total_experts = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
+
+    std::string s;
+    s += fmt::format("\n--- moe run: {} ({} MoE layers x {} experts, top-{})\n", model_path, desc.layout.n_moe_layers,
+                     desc.layout.n_experts, desc.n_experts_used);
+    s += fmt::format("load       {:.3f} s, resident weights {}\n", load_s, format_bytes(eng.resident_bytes()));
+    s += fmt::format("prompt     {} tokens in {:.3f} s = {:.1f} tokens/s\n", prompt_tokens.size(), prompt_s,
+                     rate(prompt_tokens.size(), prompt_s));
+    s += fmt::format("decode     {} tokens generated{}, {} evaluated in {:.3f} s = {:.1f} tokens/s\n", generated.size(),
+                     stopped_eog ? " (stopped at end-of-generation)" : "", n_decoded, decode_s,
+                     rate(n_decoded, decode_s));
+    s += fmt::format("cache      policy {}, prefetch {}, {} slots of {} = {} ({}{} of {} experts)\n", eng.policy_name(),
+                     prefetch, n_slots, format_bytes(slot_bytes), format_bytes(uint64_t(n_slots) * slot_bytes),
+                     budget ? "budget " + format_bytes(*budget) + ", " : std::string("unlimited, "),
+                     fmt::format("{:.1f}%", 100.0 * double(n_slots) / double(std::max(1u, n_total_experts))),
+                     n_total_experts);
+    s +=
+        fmt::format("hit rate   {:.1f}% ({} hits, {} misses, {} evictions, {} prefetch loads, {} prefetch hits)\n",
+                    100.0 * tot.hit_rate(), tot.hits, tot.misses, tot.evictions, tot.prefetch_loads, tot.prefetch_hits);
+    s += "per layer ";
+    for (size_t l = 0; l < cs.layers.size(); ++l) s += fmt::format(" {}:{:.1f}%", l, 100.0 * cs.layers[l].hit_rate());
+    s += "\n";
+    s += fmt::format("loaded     {} ({} bytes) in {} loads; {:.3f} ms waiting on loads\n",
+                     format_bytes(tot.bytes_loaded), tot.bytes_loaded, tot.loads, double(tot.wait_ns) / 1e6);
+    std::fputs(s.c_str(), stderr);
+
+    if (!trace_path.empty()) {
+        write_trace(trace_path, trace);
+        std::fprintf(stderr, "trace      %zu rows -> %s\n", trace.rows.size(), trace_path.c_str());
+    }
+    if (!stats_path.empty()) {
+        json j;
+        j["model"] = model_path;
+        j["prompt_tokens"] = prompt_tokens;
+        j["tokens"] = generated;
+        j["text"] = tok ? json(text) : json(nullptr);
+        j["stopped_at_eog"] = stopped_eog;
+        j["hit_rate"] = tot.hit_rate();
+        j["prompt_tokens_per_s"] = rate(prompt_tokens.size(), prompt_s);
+        j["decode_tokens_per_s"] = rate(n_decoded, decode_s);
+        j["prompt_s"] = prompt_s;
+        j["decode_s"] = decode_s;
+        j["n_decoded"] = n_decoded;
+        j["prefetch_recall"] = nullptr;  // not measured: the cache counts prefetch hits, not what prefetch missed
+        j["prefetch_loads"] = tot.prefetch_loads;
+        j["prefetch_hits"] = tot.prefetch_hits;
+        json layers = json::array();
+        for (size_t l = 0; l < cs.layers.size(); ++l) {
+            const layer_stats& L = cs.layers[l];
+            layers.push_back({{"layer", l},
+                              {"hits", L.hits},
+                              {"misses", L.misses},
+                              {"hit_rate", L.hit_rate()},
+                              {"evictions", L.evictions},
+                              {"loads", L.loads},
+                              {"bytes_loaded", L.bytes_loaded},
+                              {"wait_ms", double(L.wait_ns) / 1e6}});
+        }
+        j["per_layer"] = layers;
+        j["hits"] = tot.hits;
+        j["misses"] = tot.misses;
+        j["evictions"] = tot.evictions;
+        j["bytes_loaded"] = tot.bytes_loaded;
+        j["wait_ms"] = double(tot.wait_ns) / 1e6;
+        j["budget_bytes"] = budget_bytes;
+        j["budget_unlimited"] = !budget.has_value();
+        j["n_slots"] = n_slots;
+        j["slot_bytes"] = slot_bytes;
+        j["policy"] = std::string(eng.policy_name());
+        j["prefetch"] = prefetch;
+        std::ofstream out(stats_path);
+        if (!out) fail("--stats-json {}: cannot open for writing", stats_path);
+        out << j.dump(1) << "\n";
+        if (!out) fail("--stats-json {}: write failed", stats_path);
+    }
+    return 0;
+}
+
+}  // namespace moe::cli

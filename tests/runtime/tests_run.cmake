@@ -1,0 +1,92 @@
+# End-to-end tests of `moe run` (labels runtime, e2e). Greedy decoding must give the same tokens whatever the
+# expert budget (smallest workable, middle, unlimited), eviction policy, prefetch or thread count: the cache only
+# decides where expert bytes live, never what is computed. The expected ids are checked independently by
+# tests/runtime/generate_test.cpp: the first token equals the argmax of the Hugging Face transformers logits in
+# tests/fixtures/ref (ref.json/ref.bin), and every later one the argmax of a teacher-forced batched evaluation.
+set(_moe_run_check ${CMAKE_CURRENT_LIST_DIR}/run_check.cmake)
+set(_fx ${PROJECT_SOURCE_DIR}/tests/fixtures)
+
+# moe_run_test(<name> RC <status> [REGEX <re>] [TOKENS <a,b,c>] [SIM_TOKENS <n>] ARGS <args>...)
+function(moe_run_test name)
+    cmake_parse_arguments(T "" "RC;REGEX;TOKENS;SIM_TOKENS" "ARGS" ${ARGN})
+    string(JOIN "|" joined ${T_ARGS})
+    set(defs -DMOE=$<TARGET_FILE:moe> "-DARGS=${joined}" -DRC=${T_RC} -DDIR=${CMAKE_CURRENT_BINARY_DIR}/run_e2e/${name})
+    foreach(opt REGEX TOKENS SIM_TOKENS)
+        if(DEFINED T_${opt})
+            list(APPEND defs "-D${opt}=${T_${opt}}")
+        endif()
+    endforeach()
+    add_test(NAME run.${name} COMMAND ${CMAKE_COMMAND} ${defs} -P ${_moe_run_check} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(run.${name} PROPERTIES LABELS "runtime;e2e" TIMEOUT 120)
+endfunction()
+
+# Mixtral reference model (no tokenizer: prompt as ids), prompt 0 of ref.json. Slots are 12 KiB; top-2 -> 24K.
+set(_mx ${_fx}/ref/mixtral-f32.gguf)
+set(_mx_prompt 1,17,42,99,5,77,3,120)
+set(_mx_tokens 11,37,52,18,77,67,11,18)
+foreach(cfg "unlimited" "min|--vram-budget|24K" "mid|--vram-budget|36K" "min_lfu|--vram-budget|24K|--policy|lfu"
+            "lru_layer|--vram-budget|48K|--policy|lru-layer" "min_lfu_recent|--vram-budget|24K|--policy|lfu-recent"
+            "spec|--prefetch|spec" "mid_spec|--vram-budget|60K|--prefetch|spec" "threads|--threads|2|--vram-budget|36K")
+    string(REPLACE "|" ";" cfg "${cfg}")
+    list(POP_FRONT cfg tag)
+    moe_run_test(greedy.mixtral.${tag} RC 0 TOKENS ${_mx_tokens} REGEX "hit rate +[0-9.]+%"
+                 ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --stats-json @DIR@/stats.json ${cfg})
+endforeach()
+# Qwen3-MoE reference model (8 experts, q/k norms): prompt 0, slots rounded to 8 KiB -> 16K smallest.
+foreach(cfg "unlimited" "min|--vram-budget|16K" "mid|--vram-budget|40K|--prefetch|spec")
+    string(REPLACE "|" ";" cfg "${cfg}")
+    list(POP_FRONT cfg tag)
+    moe_run_test(greedy.qwen3moe.${tag} RC 0 TOKENS 108,108,108,108,6,80,108,114
+                 ARGS run -m ${_fx}/ref/qwen3moe-f32.gguf --prompt-ids ${_mx_prompt} -n 8
+                      --stats-json @DIR@/stats.json ${cfg})
+endforeach()
+
+# Sampling: one seed gives one token sequence, whatever the budget/policy/prefetch (generate_test.cpp checks the
+# sampler itself against hand-computed distributions).
+foreach(cfg "unlimited" "min|--vram-budget|24K|--policy|lfu-recent|--prefetch|spec")
+    string(REPLACE "|" ";" cfg "${cfg}")
+    list(POP_FRONT cfg tag)
+    moe_run_test(sampled.mixtral.${tag} RC 0 TOKENS 66,107,11,8,84,100,123,116,24,9,71,12
+                 ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 12 --temp 0.9 --top-k 40 --top-p 0.95 --min-p 0.05
+                      --repeat-penalty 1.1 --seed 7 --stats-json @DIR@/stats.json ${cfg})
+endforeach()
+
+# Text in, text out: the tiny Mixtral with a llama SPM tokenizer. "Hello world" is 11 tokens with BOS; 16
+# generated, 15 of them evaluated, so the trace holds 26 tokens and `moe sim` replays it.
+set(_tiny ${_fx}/mixtral-tiny-f32.gguf)
+set(_tiny_tokens 94,106,80,38,94,106,80,38,38,38,38,38,38,38,38,38)
+foreach(cfg "unlimited" "min|--vram-budget|48K" "mid|--vram-budget|72K|--policy|lfu" "spec|--prefetch|spec")
+    string(REPLACE "|" ";" cfg "${cfg}")
+    list(POP_FRONT cfg tag)
+    moe_run_test(text.tiny.${tag} RC 0 TOKENS ${_tiny_tokens} SIM_TOKENS 26 REGEX "^l w106atCl w106atC"
+                 ARGS run -m ${_tiny} -p "Hello world" -n 16 --stats-json @DIR@/stats.json --trace @DIR@/run.trace
+                      ${cfg})
+endforeach()
+moe_run_test(summary.tiny_unlimited RC 0
+             REGEX "no --vram-budget given: unlimited.*prompt +11 tokens.*tokens/s.*decode +16 tokens generated, 15 evaluated.*policy lru, prefetch none, 8 slots.*hit rate.*per layer +0:[0-9.]+% 1:[0-9.]+%.*loaded .* bytes.*ms waiting"
+             ARGS run -m ${_tiny} -p "Hello world" -n 16)
+moe_run_test(summary.tiny_evicting RC 0 REGEX "2 slots of 24.00 KiB.*budget 48.00 KiB.*[1-9][0-9]* evictions"
+             ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 48K)
+
+# Refusals: non-zero status and a message naming the problem.
+moe_run_test(bad.budget_too_small RC 1 REGEX "--vram-budget 47.00 KiB .* too small.*needs at least 48.00 KiB"
+             ARGS run -m ${_tiny} -p hi --vram-budget 47K)
+moe_run_test(bad.lru_layer_budget RC 1 REGEX "too small for --policy lru-layer.*needs at least 48.00 KiB"
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} --vram-budget 36K --policy lru-layer)
+moe_run_test(lru_layer_prefetch_off RC 0 TOKENS ${_mx_tokens} REGEX "--prefetch spec turned off: --policy lru-layer"
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 60K --policy lru-layer --prefetch spec
+                  --stats-json @DIR@/stats.json)
+moe_run_test(bad.budget_suffix RC 1 REGEX "--vram-budget" ARGS run -m ${_tiny} -p hi --vram-budget 12Q)
+moe_run_test(bad.missing_model RC 1 REGEX "no-such-model\\.gguf" ARGS run -m ${_fx}/no-such-model.gguf -p hi)
+moe_run_test(bad.no_model_arg RC 2 REGEX "model is required" ARGS run -p hi)
+moe_run_test(bad.no_prompt RC 2 REGEX "a prompt is required" ARGS run -m ${_tiny})
+moe_run_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS run -m ${_tiny} -p hi --frobnicate)
+moe_run_test(bad.prefetch_value RC 2 REGEX "--prefetch" ARGS run -m ${_tiny} -p hi --prefetch maybe)
+moe_run_test(bad.policy RC 1 REGEX "unknown eviction policy 'mru'" ARGS run -m ${_tiny} -p hi --policy mru)
+moe_run_test(bad.text_without_tokenizer RC 1 REGEX "mixtral-f32\\.gguf: cannot encode the prompt text.*--prompt-ids"
+             ARGS run -m ${_mx} -p hi)
+moe_run_test(bad.prompt_id_range RC 1 REGEX "token id 500 is outside the vocabulary .0, 128."
+             ARGS run -m ${_mx} --prompt-ids 1,500)
+moe_run_test(bad.prompt_id_text RC 1 REGEX "'x' is not a token id" ARGS run -m ${_mx} --prompt-ids 1,x)
+moe_run_test(bad.ctx_too_small RC 1 REGEX "--ctx 4: the prompt has 8 tokens"
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} --ctx 4)
