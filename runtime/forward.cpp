@@ -41,6 +41,7 @@ forward_pass::forward_pass(const model_desc& desc, const model_weights& weights,
     _y_ptrs.assign(B * K, nullptr);
     for (size_t r = 0; r < B * K; ++r) _y_ptrs[r] = _ys.data() + r * D;
     _used.assign(size_t(desc.n_experts), 0);
+    _visit.assign(size_t(desc.n_experts), 0);
     _group.assign(K, 0);
     _handles.resize(K);
     _logits.assign(size_t(desc.n_vocab), 0.0f);
@@ -51,7 +52,7 @@ uint64_t forward_pass::workspace_bytes() const {
                  _scores.size() + _router.size() + _probs.size() + _weights.size() + _pf_weights.size() + _gate.size() +
                  _up.size() + _ys.size() + _logits.size();
     return f * sizeof(float) + (_ids.size() + _pf_ids.size()) * sizeof(int) + _y_ptrs.size() * sizeof(void*) +
-           _handles.size() * sizeof(expert_handle) + _used.size() + _group.size() * sizeof(int);
+           _handles.size() * sizeof(expert_handle) + _used.size() + (_visit.size() + _group.size()) * sizeof(int);
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
@@ -147,11 +148,21 @@ void forward_pass::moe_step(int il, int n_tok) {
     }
     if (_cfg.prefetch && n_tok == 1) prefetch_next(il);
 
-    // Visit the selected experts in id order, pinning up to top_k at once (what the smallest budget holds) so
-    // their loads overlap; each is applied to every token of the batch that chose it.
+    // Visit the selected experts, pinning up to top_k at once (what the smallest budget holds) so their loads
+    // overlap; each is applied to every token of the batch that chose it. Experts already in the cache (or on
+    // their way) go first, in id order, then the absent ones: a miss must not evict an expert this layer is
+    // about to use (with id order alone, a 3-slot cache thrashes on 2 layers x top-2 where `moe sim`, whose
+    // victims exclude the row's experts, hits half the time). Summation is by rank, so the order never changes
+    // the result.
+    int n_visit = 0;
+    for (int e = 0; e < E; ++e)
+        if (_used[size_t(e)] && _cache.state({uint32_t(L.moe_layer), uint32_t(e)}) != residency::ABSENT)
+            _visit[size_t(n_visit++)] = e, _used[size_t(e)] = 2;  // 2: queued already
+    for (int e = 0; e < E; ++e)
+        if (_used[size_t(e)] == 1) _visit[size_t(n_visit++)] = e;
     int n_group = 0;
-    for (int e = 0; e < E; ++e) {
-        if (!_used[size_t(e)]) continue;
+    for (int v = 0; v < n_visit; ++v) {
+        const int e = _visit[size_t(v)];
         // The policy hears the best rank/weight any token gave this expert (decode: exactly the router's).
         uint32_t rank = uint32_t(K);
         float weight = 0.0f;

@@ -118,6 +118,7 @@ private:
     std::vector<float> _ys;               // (n_batch, top_k, n_embd) expert outputs by token and rank
     std::vector<const float*> _y_ptrs;    // (n_batch, top_k)
     std::vector<uint8_t> _used;           // (n_experts) selected by some token of the batch in this layer
+    std::vector<int> _visit;  // (n_experts) this layer's selected experts, resident ones first
     std::vector<int> _group;              // (top_k) experts pinned together
     std::vector<expert_handle> _handles;  // (top_k) pins of the current group
     std::vector<float> _logits;           // (n_vocab)
