@@ -30,7 +30,8 @@ class eviction_policy {
 public:
     virtual ~eviction_policy() = default;
     virtual std::string_view name() const = 0;
-    // k became resident (after a miss). It is not yet "used": a touch follows when it is.
+    // k took a slot (a load started, after a miss or a prefetch; it becomes usable when the load completes). It
+    // is not yet "used": a touch follows when it is. A failed load is followed by erase(k).
     virtual void insert(expert_key k, const access_info& a) = 0;
     // k (resident) was used.
     virtual void touch(expert_key k, const access_info& a) = 0;

@@ -167,6 +167,10 @@ load_request expert_cache::start_load_locked(uint32_t idx, uint32_t slot, bool p
     ks.access = access;
     _slot_owner[slot] = idx;
     _n_loading++;
+    // The policy hears of the expert when it takes its slot, not when the load completes: per-layer quota
+    // policies count a layer's slots through it, and a layer with loads in flight must not look under quota
+    // (it would take free slots that other layers' quotas need). The victim filter still skips LOADING experts.
+    _policy->insert(key, access);
     auto& st = _stats[key.layer];
     st.loads++;
     if (prefetch) st.prefetch_loads++;
@@ -271,10 +275,10 @@ void expert_cache::load_done(uint64_t token, bool ok, std::string_view error) {
             ks.state = residency::RESIDENT;
             _n_resident++;
             st.bytes_loaded += _bytes[idx];
-            _policy->insert(key, ks.access);
             if (ks.demanded) _policy->touch(key, ks.access);
         } else {
             st.failed_loads++;
+            _policy->erase(key);
             ks.state = residency::ABSENT;
             ks.pins = 0;  // the waiters' pins die with the load; their wait() reports the error
             ks.prefetched = false;
