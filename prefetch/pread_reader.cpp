@@ -53,22 +53,13 @@ uint64_t pread_reader::in_flight() const {
 }
 
 void pread_reader::submit(std::span<const read_request> reqs) {
-    std::vector<std::pair<read_result, read_listener*>> now;
+    finished_reads now;
     {
         std::lock_guard<std::mutex> lock(_mu);
-        for (const read_request& r : reqs) {
-            read_result out;
-            bool finished = false;
-            _tracker.add(r, _size, out, finished);
-            if (finished)
-                now.emplace_back(out, r.listener);
-            else
-                _in_flight++;
-        }
+        _in_flight += _tracker.add_all(reqs, _size, now);
     }
     _work_cv.notify_all();
-    for (auto& [res, l] : now)
-        if (l) l->read_done(res);
+    report_finished(now);
 }
 
 void pread_reader::worker(uint32_t index) {

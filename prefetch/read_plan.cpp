@@ -83,6 +83,25 @@ chunk_step chunk_result(read_chunk& c, int64_t r, bool direct, uint64_t file_siz
     return chunk_step::REISSUE;  // short read: ask for the rest
 }
 
+void report_finished(const finished_reads& done) {
+    for (const auto& [res, listener] : done)
+        if (listener) listener->read_done(res);
+}
+
+uint64_t read_tracker::add_all(std::span<const read_request> reqs, uint64_t file_size, finished_reads& now) {
+    uint64_t queued = 0;
+    for (const read_request& r : reqs) {
+        read_result out;
+        bool finished = false;
+        add(r, file_size, out, finished);
+        if (finished)
+            now.emplace_back(out, r.listener);
+        else
+            queued++;
+    }
+    return queued;
+}
+
 read_op* read_tracker::add(const read_request& req, uint64_t file_size, read_result& out, bool& finished_now) {
     finished_now = false;
     out = read_result{req.tag, req.offset, req.len, int64_t(req.len), 0};

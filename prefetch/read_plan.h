@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "prefetch/file_source.h"
@@ -53,9 +55,16 @@ enum class chunk_step { DONE, REISSUE, FAIL };
 // FAIL: err/err_off say why and where. `file_size` tells a real end of file from a short read.
 chunk_step chunk_result(read_chunk& c, int64_t r, bool direct, uint64_t file_size, int64_t& err, uint64_t& err_off);
 
+// Results that finished inside submit() (a bad range, an empty request), reported once the reader's lock is
+// released. A default-constructed vector allocates nothing, so the usual case costs nothing.
+using finished_reads = std::vector<std::pair<read_result, read_listener*>>;
+void report_finished(const finished_reads& done);
+
 // Not thread-safe: the reader calls it under its own lock.
 class read_tracker {
 public:
+    // add() for each request; those finished at once go to `now`. Returns how many were queued.
+    uint64_t add_all(std::span<const read_request> reqs, uint64_t file_size, finished_reads& now);
     // A request past the end of the file or with no destination fails now (fills `out`, returns null); an
     // empty request completes now; otherwise it is queued.
     read_op* add(const read_request& req, uint64_t file_size, read_result& out, bool& finished_now);
