@@ -274,9 +274,9 @@ TEST(forward, prefill_in_batches_is_bit_identical_to_token_by_token_decode) {
 
 // Invariant 5 for the forward pass, the cache and the thread pool: with every expert resident (after the first
 // use of each), decode and prefill allocate nothing on the calling thread. Streaming is not asserted here: the
-// pread/io_uring readers recycle their request records but grow their pools (std::vector/std::deque in
-// prefetch/read_plan.cpp, pread_reader.cpp) whenever more reads overlap than ever before, a timing-dependent
-// allocation of the I/O layer on the caller's thread (reported, to be fixed there).
+// readers recycle their request records but grow the pool (prefetch/read_plan.cpp) whenever more reads overlap
+// than ever before, a timing-dependent allocation of the I/O layer on the caller's thread (to be fixed there by
+// sizing the pool at start-up).
 TEST(forward, nothing_is_allocated_in_the_token_loop) {
     auto refs = load_refs();
     for (const auto& m : refs) {
