@@ -29,7 +29,8 @@ endif()
 
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/api/consumer -B ${cbuild} -G ${GENERATOR}
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
-    -DCMAKE_BUILD_TYPE=Release)
+    -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS=${SANITIZE_FLAGS}" "-DCMAKE_CXX_FLAGS=${SANITIZE_FLAGS}"
+    "-DCMAKE_EXE_LINKER_FLAGS=${SANITIZE_FLAGS}")
 run(${CMAKE_COMMAND} --build ${cbuild})
 set(model ${SOURCE_DIR}/tests/fixtures/mixtral-tiny-f32.gguf)
 run(${cbuild}/consumer_c ${model})

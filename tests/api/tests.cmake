@@ -23,9 +23,12 @@ add_test(NAME api_exported_symbols
                  -P ${CMAKE_CURRENT_LIST_DIR}/exports_check.cmake)
 set_tests_properties(api_exported_symbols PROPERTIES LABELS "api;unit")
 
+# A sanitizer build installs an instrumented library: the consumer must link the same runtime.
+string(REPLACE ";" " " _moe_san_flags_str "${_moe_san_flags}")
 add_test(NAME api_install_find_package
          COMMAND ${CMAKE_COMMAND} -DBUILD_DIR=${PROJECT_BINARY_DIR} -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
                  -DWORK_DIR=${PROJECT_BINARY_DIR}/api_install_test -DGENERATOR=${CMAKE_GENERATOR}
                  -DC_COMPILER=${CMAKE_C_COMPILER} -DCXX_COMPILER=${CMAKE_CXX_COMPILER}
+                 "-DSANITIZE_FLAGS=${_moe_san_flags_str}"
                  -P ${CMAKE_CURRENT_LIST_DIR}/install_check.cmake)
 set_tests_properties(api_install_find_package PROPERTIES LABELS "api;e2e" TIMEOUT 300)
