@@ -310,18 +310,25 @@ struct dq_q3_k {
         }
     }
 };
+// Q4_K/Q5_K share the header (d, dmin, 12 bytes of 6-bit scales/mins): the scale and min of chunk c's two
+// 32-element sub-blocks (2c and 2c + 1), each already multiplied by d / dmin.
+MOE_DQ_FN void k4_chunk_scales(const uint8_t* b, int c, float& d1, float& dm1, float& d2, float& dm2) {
+    const float d = ld_half(b), dmin = ld_half(b + 2);
+    uint32_t sc1, m1, sc2, m2;
+    scale_min_k4(2 * c, b + 4, sc1, m1);
+    scale_min_k4(2 * c + 1, b + 4, sc2, m2);
+    d1 = mul(d, float(sc1)), dm1 = mul(dmin, float(m1));
+    d2 = mul(d, float(sc2)), dm2 = mul(dmin, float(m2));
+}
+
 // Q4_K/Q5_K: item (c, l0) with c = item / 8 and l0 = 4 * (item % 8): qs byte 32c + l holds elements 64c + l
 // (low nibble, sub-block 2c) and 64c + 32 + l (high nibble, sub-block 2c + 1).
 struct dq_q4_k {
     static constexpr int block_elems = 256, block_bytes = 144, items = 32, outs = 8;
     MOE_DQ_FN static void decode(const uint8_t* b, int item, float* v, int* idx) {
         const int c = item / 8, l0 = 4 * (item % 8);
-        const float d = ld_half(b), dmin = ld_half(b + 2);
-        uint32_t sc1, m1, sc2, m2;
-        scale_min_k4(2 * c, b + 4, sc1, m1);
-        scale_min_k4(2 * c + 1, b + 4, sc2, m2);
-        const float d1 = mul(d, float(sc1)), dm1 = mul(dmin, float(m1));
-        const float d2 = mul(d, float(sc2)), dm2 = mul(dmin, float(m2));
+        float d1, dm1, d2, dm2;
+        k4_chunk_scales(b, c, d1, dm1, d2, dm2);
         MOE_DQ_UNROLL
         for (int k = 0; k < 4; k++) {
             const int l = l0 + k;
@@ -337,12 +344,8 @@ struct dq_q5_k {
     static constexpr int block_elems = 256, block_bytes = 176, items = 32, outs = 8;
     MOE_DQ_FN static void decode(const uint8_t* b, int item, float* v, int* idx) {
         const int c = item / 8, l0 = 4 * (item % 8);
-        const float d = ld_half(b), dmin = ld_half(b + 2);
-        uint32_t sc1, m1, sc2, m2;
-        scale_min_k4(2 * c, b + 4, sc1, m1);
-        scale_min_k4(2 * c + 1, b + 4, sc2, m2);
-        const float d1 = mul(d, float(sc1)), dm1 = mul(dmin, float(m1));
-        const float d2 = mul(d, float(sc2)), dm2 = mul(dmin, float(m2));
+        float d1, dm1, d2, dm2;
+        k4_chunk_scales(b, c, d1, dm1, d2, dm2);
         MOE_DQ_UNROLL
         for (int k = 0; k < 4; k++) {
             const int l = l0 + k;
