@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "runtime/model_file.h"
+#include "tests/runtime/refusal_check.h"
 #include "tests/runtime/gguf_test_writer.h"
 
 namespace moe {
@@ -32,21 +33,10 @@ gguf_writer small_model() {
 
 // Parses and returns the error message ("" if it parsed).
 std::string parse_error(const std::vector<uint8_t>& b) {
-    try {
-        parse_gguf_buffer(b.data(), b.size(), "broken.gguf");
-    } catch (const error& e) {
-        return e.what();
-    }
-    return "";
+    return test::refusal_message(parse_gguf_buffer, b, "broken.gguf");
 }
 
-#define EXPECT_REFUSED(bytes, ...)                                                                      \
-    do {                                                                                                \
-        std::string msg_ = parse_error(bytes);                                                          \
-        ASSERT_FALSE(msg_.empty()) << "parsed without error";                                           \
-        EXPECT_NE(msg_.find("broken.gguf"), std::string::npos) << msg_;                                 \
-        for (const char* want_ : {__VA_ARGS__}) EXPECT_NE(msg_.find(want_), std::string::npos) << msg_; \
-    } while (0)
+#define EXPECT_REFUSED(bytes, ...) MOE_EXPECT_REFUSAL(parse_error(bytes), "broken.gguf", __VA_ARGS__)
 
 TEST(gguf_broken, the_base_image_is_valid) {
     auto img = small_model().build();

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "runtime/model_file.h"
+#include "tests/runtime/refusal_check.h"
 #include "tests/runtime/model_fixture_check.h"
 
 namespace moe {
@@ -50,22 +51,12 @@ model_file parse(const std::vector<uint8_t>& b) {
     return parse_safetensors_buffer(b.data(), b.size(), "mem.safetensors");
 }
 
+// Parses and returns the error message ("" if it parsed).
 std::string parse_error(const std::vector<uint8_t>& b) {
-    try {
-        parse_safetensors_buffer(b.data(), b.size(), "broken.safetensors");
-    } catch (const error& e) {
-        return e.what();
-    }
-    return "";
+    return test::refusal_message(parse_safetensors_buffer, b, "broken.safetensors");
 }
 
-#define EXPECT_REFUSED(bytes, ...)                                                                      \
-    do {                                                                                                \
-        std::string msg_ = parse_error(bytes);                                                          \
-        ASSERT_FALSE(msg_.empty()) << "parsed without error";                                           \
-        EXPECT_NE(msg_.find("broken.safetensors"), std::string::npos) << msg_;                          \
-        for (const char* want_ : {__VA_ARGS__}) EXPECT_NE(msg_.find(want_), std::string::npos) << msg_; \
-    } while (0)
+#define EXPECT_REFUSED(bytes, ...) MOE_EXPECT_REFUSAL(parse_error(bytes), "broken.safetensors", __VA_ARGS__)
 
 struct temp_dir {
     fs::path dir;
