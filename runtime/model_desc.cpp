@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <set>
 #include <string>
@@ -208,6 +209,7 @@ private:
         _d.n_ff = int(gguf_int(_pfx + "feed_forward_length").value_or(0));
         _d.n_rot = int(gguf_int(_pfx + "rope.dimension_count").value_or(_d.head_dim_k));
         _d.rope_freq_base = _f.meta_float(_pfx + "rope.freq_base").value_or(10000.0);
+        gguf_rope_scaling();
         _d.rms_eps = _f.meta_float(_pfx + "attention.layer_norm_rms_epsilon").value_or(1e-5);
         if (auto v = gguf_int(_pfx + "vocab_size"))
             _d.n_vocab = int(*v);
@@ -466,7 +468,7 @@ private:
         int hd = _d.n_head > 0 ? _d.n_embd / _d.n_head : 0;
         _d.head_dim_k = _d.head_dim_v = int(cfg_int("head_dim").value_or(hd));
         _d.n_rot = _d.head_dim_k;
-        _d.rope_freq_base = cfg_float("rope_theta").value_or(10000.0);
+        hf_rope();
         _d.rms_eps = cfg_float("rms_norm_eps").value_or(1e-6);
         _d.n_ff = int(cfg_int("intermediate_size").value_or(0));
         // HF Mixtral keeps raw q/k weights, so it rotates halves (NEOX); only GGUF conversion permutes to NORM.
@@ -645,6 +647,90 @@ private:
     }
 
     // ---- common ---------------------------------------------------------------------------------------------
+    // RoPE scaling from GGUF (model-formats.md §3.4): rope.scaling.type (llama.cpp reads "linear" when only a
+    // factor is given), rope.scaling.factor or the older rope.scale_linear, original_context_length, the optional
+    // yarn_beta_fast/slow, and DeepSeek-V2's yarn_log_multiplier, which the converter writes as 0.1 * mscale_all_dim.
+    void gguf_rope_scaling() {
+        rope_scaling& r = _d.rope_scale;
+        std::optional<double> factor = _f.meta_float(_pfx + "rope.scaling.factor");
+        if (!factor) factor = _f.meta_float(_pfx + "rope.scale_linear");
+        set_scaling_type(_f.meta_string(_pfx + "rope.scaling.type").value_or(factor ? "linear" : "none"),
+                         _pfx + "rope.scaling.type");
+        if (r.type == rope_scaling_type::NONE) return;
+        r.factor = factor.value_or(1.0);
+        if (r.type == rope_scaling_type::LINEAR && r.factor == 1.0) {  // a factor of 1 is no scaling at all
+            r = rope_scaling{};
+            return;
+        }
+        r.orig_ctx = int(gguf_int(_pfx + "rope.scaling.original_context_length").value_or(0));
+        r.beta_fast = _f.meta_float(_pfx + "rope.scaling.yarn_beta_fast").value_or(32.0);
+        r.beta_slow = _f.meta_float(_pfx + "rope.scaling.yarn_beta_slow").value_or(1.0);
+        r.mscale_all_dim = _f.meta_float(_pfx + "rope.scaling.yarn_log_multiplier").value_or(0.0) / 0.1;
+        check_scaling(_pfx + "rope.scaling.factor", _pfx + "rope.scaling.original_context_length");
+    }
+
+    // RoPE base and scaling from config.json: transformers 4.x writes rope_theta at the top and rope_scaling
+    // {type|rope_type, factor, ...}; 5.x writes rope_parameters {rope_type, rope_theta, factor, ...}.
+    void hf_rope() {
+        const nlohmann::json* rp = nullptr;
+        for (const char* k : {"rope_parameters", "rope_scaling"}) {
+            auto it = cfg().find(k);
+            if (it == cfg().end() || it->is_null()) continue;
+            if (!it->is_object()) fail("{}: config.json: key '{}': expected an object, found {}", _src, k, it->dump());
+            rp = &*it;
+            break;
+        }
+        auto num = [&](const char* key) -> std::optional<double> {
+            if (!rp) return std::nullopt;
+            auto it = rp->find(key);
+            if (it == rp->end() || it->is_null()) return std::nullopt;
+            if (!it->is_number())
+                fail("{}: config.json: rope parameter '{}': expected a number, found {}", _src, key, it->dump());
+            return it->get<double>();
+        };
+        _d.rope_freq_base = cfg_float("rope_theta").value_or(num("rope_theta").value_or(10000.0));
+        if (!rp) return;
+        std::string type = "default";
+        for (const char* k : {"rope_type", "type"})
+            if (auto it = rp->find(k); it != rp->end() && it->is_string()) {
+                type = it->get<std::string>();
+                break;
+            }
+        set_scaling_type(type == "default" ? "none" : type, "config.json rope_type");
+        rope_scaling& r = _d.rope_scale;
+        if (r.type == rope_scaling_type::NONE) return;
+        r.factor = num("factor").value_or(1.0);
+        r.orig_ctx = int(num("original_max_position_embeddings").value_or(0.0));
+        r.beta_fast = num("beta_fast").value_or(32.0);
+        r.beta_slow = num("beta_slow").value_or(1.0);
+        r.mscale_all_dim = num("mscale_all_dim").value_or(0.0);
+        check_scaling("config.json rope factor", "config.json original_max_position_embeddings");
+    }
+
+    void set_scaling_type(const std::string& name, const std::string& what) {
+        rope_scaling& r = _d.rope_scale;
+        r.name = name;
+        if (name == "none")
+            r.type = rope_scaling_type::NONE;
+        else if (name == "linear")
+            r.type = rope_scaling_type::LINEAR;
+        else if (name == "yarn")
+            r.type = rope_scaling_type::YARN;
+        else if (!name.empty())
+            r.type = rope_scaling_type::OTHER;  // longrope, llama3, dynamic, ...: described, not computed
+        else
+            fail("{}: {}: expected none, linear, yarn, ...; found an empty string", _src, what);
+    }
+
+    void check_scaling(const std::string& factor_what, const std::string& ctx_what) const {
+        const rope_scaling& r = _d.rope_scale;
+        if (!(r.factor > 0.0) || !std::isfinite(r.factor))
+            fail("{}: {}: expected a positive scaling factor, found {}", _src, factor_what, r.factor);
+        if (r.type == rope_scaling_type::YARN && r.orig_ctx <= 0)
+            fail("{}: {}: YaRN RoPE scaling needs the original context length, found {}", _src, ctx_what,
+                 r.orig_ctx);
+    }
+
     void check_counts() const {
         if (_d.n_layers <= 0 || _d.n_layers > 100000)
             fail("{}: number of layers: expected 1..100000, found {}", _src, _d.n_layers);

@@ -14,6 +14,21 @@ namespace moe {
 enum class arch { LLAMA, QWEN2MOE, QWEN3MOE, OLMOE, DEEPSEEK2, GPT_OSS };
 enum class rope_style { NORM, NEOX };        // NORM: adjacent pairs; NEOX: halves (model-formats.md §3.5)
 enum class gating_func { SOFTMAX, SIGMOID, SOFTMAX_WEIGHT };  // SOFTMAX_WEIGHT: softmax over the selected (gpt-oss)
+enum class rope_scaling_type { NONE, LINEAR, YARN, OTHER };  // OTHER: recognised as present, not implemented
+
+// RoPE frequency scaling for contexts longer than the model was trained on (model-formats.md §3.4-3.5). NONE for
+// the shipped Mixtral, Qwen and OLMoE checkpoints; YaRN for gpt-oss and DeepSeek-V2. It changes the rotation at
+// every position (not only past orig_ctx), so a reader that ignored it would compute a different model.
+struct rope_scaling {
+    rope_scaling_type type = rope_scaling_type::NONE;
+    double factor = 1.0;     // context extension factor; the interpolated frequency is theta / factor
+    int orig_ctx = 0;        // YaRN: the original training context (GGUF original_context_length)
+    double beta_fast = 32.0;  // YaRN ramp bounds, in rotations over orig_ctx
+    double beta_slow = 1.0;
+    // DeepSeek-V2: mscale_all_dim (HF), stored in GGUF as yarn_log_multiplier = 0.1 * mscale_all_dim. 0: unused.
+    double mscale_all_dim = 0.0;
+    std::string name = "none";  // as the file spells it ("yarn", "longrope", "llama3", ...)
+};
 
 std::string_view arch_name(arch a);  // GGUF spelling: "llama", "qwen3moe", "gpt-oss", ...
 
@@ -73,6 +88,7 @@ struct model_desc {
     rope_style rope = rope_style::NORM;
     int n_rot = 0;
     double rope_freq_base = 10000.0;
+    rope_scaling rope_scale;
     double rms_eps = 1e-5;
     gating_func gating = gating_func::SOFTMAX;
     bool norm_topk = false;    // renormalise the selected weights

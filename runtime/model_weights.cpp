@@ -27,6 +27,11 @@ void check_forward_supported(const model_desc& desc, const std::string& source) 
             "can "
             "be inspected and simulated, not run yet)",
             source, arch_name(desc.architecture));
+    if (desc.rope_scale.type != rope_scaling_type::NONE)
+        fail(
+            "{}: RoPE scaling '{}' (factor {}) is not implemented in the forward pass yet; it changes the rotation "
+            "at every position, so the model cannot be run without it (it can be inspected and simulated)",
+            source, desc.rope_scale.name, desc.rope_scale.factor);
 }
 
 uint64_t model_weights::bytes() const {
@@ -116,13 +121,7 @@ model_weights load_model_weights(const model_file& file, const model_desc& d) {
     if (V <= 0) fail("{}: vocabulary size unknown (no vocab_size and no token embedding shape)", src);
     weight_reader r(file, src);
     model_weights w;
-    w.rope_freq_base = float(d.rope_freq_base);
-    // transformers v5 writes rope_theta under rope_parameters; describe_model reads the v4 top-level key only.
-    if (!gguf && file.config.is_object() && !file.config.contains("rope_theta")) {
-        auto rp = file.config.find("rope_parameters");
-        if (rp != file.config.end() && rp->is_object() && rp->contains("rope_theta") && (*rp)["rope_theta"].is_number())
-            w.rope_freq_base = (*rp)["rope_theta"].get<float>();
-    }
+    w.rope_freq_base = float(d.rope_freq_base);  // describe_model reads transformers 4 and 5 spellings
 
     w.tok_embd = r.load(gguf ? "token_embd.weight" : "model.embed_tokens.weight", E, V, "token embedding");
     w.output_norm = r.load(gguf ? "output_norm.weight" : "model.norm.weight", E, 0, "output norm");

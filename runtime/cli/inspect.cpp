@@ -186,6 +186,10 @@ json describe_json(const model_file& f, const model_desc& d, const histogram& h)
                 {"rope", rope_name(d.rope)},
                 {"n_rot", d.n_rot},
                 {"rope_freq_base", d.rope_freq_base},
+                {"rope_scaling",
+                 {{"type", d.rope_scale.name},
+                  {"factor", d.rope_scale.factor},
+                  {"original_context", d.rope_scale.orig_ctx}}},
                 {"rms_eps", d.rms_eps},
                 {"gating", gating_name(d.gating)},
                 {"norm_topk", d.norm_topk},
@@ -230,10 +234,14 @@ void print_human(const model_file& f, const model_desc& d, const histogram& h, c
         d.n_shared_experts ? fmt::format(", {} shared (width {}, resident)", d.n_shared_experts, d.n_ff_shexp) : "";
     std::printf("experts      %d routed per layer, top-%d, width %d%s\n", d.n_experts, d.n_experts_used, d.n_ff_exp,
                 shared.c_str());
-    std::printf("routing      %s%s%s, rope %s (n_rot %d, base %g)\n", gating_name(d.gating),
+    std::string scaling = d.rope_scale.type == rope_scaling_type::NONE
+                              ? std::string()
+                              : fmt::format(", {} x{}{}", d.rope_scale.name, d.rope_scale.factor,
+                                            d.rope_scale.orig_ctx ? fmt::format(" of {}", d.rope_scale.orig_ctx) : "");
+    std::printf("routing      %s%s%s, rope %s (n_rot %d, base %g%s)\n", gating_name(d.gating),
                 d.norm_topk ? ", top-k weights renormalised" : "",
                 d.weights_scale != 1.0 ? fmt::format(", scaled x{}", d.weights_scale).c_str() : "", rope_name(d.rope),
-                d.n_rot, d.rope_freq_base);
+                d.n_rot, d.rope_freq_base, scaling.c_str());
     std::printf("tensor types\n");
     print_types("experts", h.experts);
     print_types("resident", h.resident);

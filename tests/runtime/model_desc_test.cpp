@@ -229,6 +229,37 @@ TEST(model_desc_fixtures, per_architecture_routing) {
     EXPECT_EQ(legacy.layout.at(1, 2).ranges[1].tensor, "blk.1.ffn_up.2.weight");
 }
 
+// RoPE scaling, from both formats, against the values the fixture writers put there (scripts/make_fixtures.py,
+// scripts/make_reference_logits.py): the GGUF keys, and transformers 5's rope_parameters, which also carries
+// rope_theta (a reader looking only at the top-level key silently gets the 10000 default).
+TEST(model_desc_fixtures, rope_scaling_from_gguf_and_config_json) {
+    const fs::path ref = fixtures_dir() / "ref";
+    const model_desc none = describe_model(open_model_file((ref / "mixtral-f32.gguf").string()));
+    EXPECT_EQ(none.rope_scale.type, rope_scaling_type::NONE);
+
+    const model_desc ds = describe_model(open_model_file((fixtures_dir() / "deepseek2-tiny-f16.gguf").string()));
+    EXPECT_EQ(ds.rope_scale.type, rope_scaling_type::YARN);
+    EXPECT_DOUBLE_EQ(ds.rope_scale.factor, 40.0);
+    EXPECT_EQ(ds.rope_scale.orig_ctx, 4096);
+    EXPECT_NEAR(ds.rope_scale.mscale_all_dim, 0.707, 1e-6);  // yarn_log_multiplier 0.0707 = 0.1 * mscale_all_dim
+
+    for (const char* f : {"deepseek2-f32.gguf", "deepseek2-hf"}) {
+        const model_desc d = describe_model(open_model_file((ref / f).string()));
+        EXPECT_EQ(d.rope_scale.type, rope_scaling_type::YARN) << f;
+        EXPECT_DOUBLE_EQ(d.rope_scale.factor, 4.0) << f;
+        EXPECT_EQ(d.rope_scale.orig_ctx, 64) << f;
+        EXPECT_NEAR(d.rope_scale.mscale_all_dim, 0.707, 1e-6) << f;
+        EXPECT_DOUBLE_EQ(d.rope_freq_base, 10000.0) << f;
+    }
+    for (const char* f : {"gpt-oss-f32.gguf", "gpt-oss-hf"}) {
+        const model_desc d = describe_model(open_model_file((ref / f).string()));
+        EXPECT_EQ(d.rope_scale.type, rope_scaling_type::YARN) << f;
+        EXPECT_DOUBLE_EQ(d.rope_scale.factor, 32.0) << f;
+        EXPECT_EQ(d.rope_scale.orig_ctx, 4096) << f;
+        EXPECT_DOUBLE_EQ(d.rope_freq_base, 150000.0) << f;  // inside rope_parameters in the config.json
+    }
+}
+
 TEST(model_desc_fixtures, dense_model_is_refused) {
     model_file f = open_model_file((fixtures_dir() / "dense-tiny-f16.gguf").string());
     std::string msg = expect_error(f);
