@@ -18,12 +18,25 @@ layer_stats& layer_stats::operator+=(const layer_stats& o) {
     failed_loads += o.failed_loads;
     bytes_loaded += o.bytes_loaded;
     wait_ns += o.wait_ns;
+    prefetch_joins += o.prefetch_joins;
+    cancelled_loads += o.cancelled_loads;
+    prefetch_unused_evictions += o.prefetch_unused_evictions;
+    prefetch_unused_bytes += o.prefetch_unused_bytes;
     return *this;
 }
 
 double layer_stats::hit_rate() const {
     uint64_t n = hits + misses;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
+}
+
+double layer_stats::prefetch_recall() const {
+    uint64_t n = hits + misses;
+    return n == 0 ? 0.0 : static_cast<double>(prefetch_used()) / static_cast<double>(n);
+}
+
+double layer_stats::prefetch_precision() const {
+    return prefetch_loads == 0 ? 0.0 : static_cast<double>(prefetch_used()) / static_cast<double>(prefetch_loads);
 }
 
 layer_stats cache_stats::total() const {

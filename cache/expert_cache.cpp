@@ -145,11 +145,16 @@ std::optional<uint32_t> expert_cache::take_slot_locked(expert_key key, uint64_t 
     MOE_CHECK(vs.state == residency::RESIDENT && vs.pins == 0);  // the policy must honour the filter
     _policy->erase(*v);
     vs.state = residency::ABSENT;
+    auto& vst = _stats[v->layer];
+    if (vs.prefetched) {  // brought by prefetch() and never used: the prefetcher's wasted bytes
+        vst.prefetch_unused_evictions++;
+        vst.prefetch_unused_bytes += _bytes[vi];
+    }
     vs.prefetched = false;
     _slot_owner[vs.slot] = k_no_key;
     _tier.free_slot(vs.slot);
     _n_resident--;
-    _stats[v->layer].evictions++;
+    vst.evictions++;
     auto s = _tier.alloc_slot(bytes);
     MOE_CHECK(s.has_value());
     return s;
@@ -217,6 +222,7 @@ expert_handle expert_cache::acquire(expert_key key, const access_info& access) {
             st.joins++;
             ks.pins++;
             if (!ks.demanded) {  // a demand joins a prefetch: it is used now, touch the policy on arrival
+                st.prefetch_joins++;
                 ks.demanded = true;
                 ks.prefetched = false;
                 ks.access = access;
@@ -260,6 +266,14 @@ bool expert_cache::prefetch(expert_key key, const access_info& access) {
 }
 
 void expert_cache::load_done(uint64_t token, bool ok, std::string_view error) {
+    finish_load(token, ok, false, error);
+}
+
+void expert_cache::load_cancelled(uint64_t token, std::string_view why) {
+    finish_load(token, false, true, why);
+}
+
+void expert_cache::finish_load(uint64_t token, bool ok, bool cancelled, std::string_view error) {
     uint32_t idx = static_cast<uint32_t>(token);
     uint32_t epoch = static_cast<uint32_t>(token >> 32);
     {
@@ -277,7 +291,12 @@ void expert_cache::load_done(uint64_t token, bool ok, std::string_view error) {
             st.bytes_loaded += _bytes[idx];
             if (ks.demanded) _policy->touch(key, ks.access);
         } else {
-            st.failed_loads++;
+            // A cancelled prefetch nobody waits for is a withdrawn hint, not an error. Once a demand has joined
+            // it, its waiters do see a failure, so it counts as one.
+            if (cancelled && !ks.demanded)
+                st.cancelled_loads++;
+            else
+                st.failed_loads++;
             _policy->erase(key);
             ks.state = residency::ABSENT;
             ks.pins = 0;  // the waiters' pins die with the load; their wait() reports the error

@@ -146,6 +146,8 @@ private:
     // Without the lock: hands the request to the loader.
     void issue(const load_request& req, uint32_t idx, uint32_t epoch);
     void load_done(uint64_t token, bool ok, std::string_view error) override;
+    void load_cancelled(uint64_t token, std::string_view why) override;
+    void finish_load(uint64_t token, bool ok, bool cancelled, std::string_view error);
     void unpin(uint32_t idx, uint32_t epoch);
 
     memory_tier& _tier;

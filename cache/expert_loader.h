@@ -17,9 +17,13 @@ public:
     // ok == false: `error` says what went wrong (it is reported to every waiter). Thread-safe, lock-free for
     // the caller: it may be called from any thread, including from inside expert_loader::load().
     virtual void load_done(uint64_t token, bool ok, std::string_view error) = 0;
+    // The loader withdrew the load before reading anything (a queued prefetch whose hint went stale). Waiters, if
+    // any, see it fail with `why`, but it is not a storage error, so the cache does not count it as a failed load.
+    // Default: reported as a failure. Same threading rules as load_done.
+    virtual void load_cancelled(uint64_t token, std::string_view why) { load_done(token, false, why); }
 };
 
-// One outstanding load. Exactly one of complete() / fail() must be called, exactly once; until then the slot
+// One outstanding load. Exactly one of complete() / fail() / cancel() must be called, exactly once; until then the slot
 // memory belongs to the loader and nobody else reads or writes it.
 struct load_ticket {
     load_sink* sink = nullptr;
@@ -27,6 +31,7 @@ struct load_ticket {
 
     void complete() const { sink->load_done(token, true, {}); }
     void fail(std::string_view error) const { sink->load_done(token, false, error); }
+    void cancel(std::string_view why) const { sink->load_cancelled(token, why); }
 };
 
 // What to load and where to put it.

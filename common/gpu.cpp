@@ -25,8 +25,25 @@ std::string gpu_description() {
     return fmt::format("{} (sm_{}{}, {:.1f} GiB)", p.name, p.major, p.minor,
                        static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024));
 }
+
+bool gpu_memory_info(uint64_t& free_bytes, uint64_t& total_bytes, int device) {
+    if (device < 0 || device >= gpu_count()) return false;
+    int prev = 0;
+    if (cudaGetDevice(&prev) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) return false;
+    size_t f = 0, t = 0;
+    const bool ok = cudaMemGetInfo(&f, &t) == cudaSuccess;
+    cudaSetDevice(prev);
+    if (!ok) {
+        cudaGetLastError();
+        return false;
+    }
+    free_bytes = f;
+    total_bytes = t;
+    return true;
+}
 #else
 int gpu_count() { return 0; }
+bool gpu_memory_info(uint64_t&, uint64_t&, int) { return false; }
 std::string gpu_description() { return "none (built without CUDA)"; }
 #endif
 

@@ -2,6 +2,7 @@
 // without a GPU) takes the CPU path and GPU tests skip instead of failing.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace moe {
@@ -11,6 +12,9 @@ int gpu_count();
 
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" for device 0, or "none".
 std::string gpu_description();
+
+// Free and total memory of device `device` (cudaMemGetInfo). False, leaving both untouched, without that device.
+bool gpu_memory_info(uint64_t& free_bytes, uint64_t& total_bytes, int device = 0);
 
 }  // namespace moe
 

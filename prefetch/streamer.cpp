@@ -285,7 +285,10 @@ void streamer::fail_cancelled(const finished& f, expert_key key) {
     char msg[128];
     auto end = fmt::format_to_n(msg, sizeof msg, "streamer: prefetch of expert (layer {}, expert {}) cancelled",
                                 key.layer, key.expert);
-    finish(f, false, std::string_view(msg, std::min(end.size, sizeof msg)), false);
+    // Through ticket.cancel, not fail: the cache then counts a withdrawn hint, not a failed load. The record
+    // never reached the reader, so there is no in-flight place to give back (finish's other half).
+    const std::string_view why(msg, std::min(end.size, sizeof msg));
+    for (uint32_t i = 0; i < f.n_tickets; i++) f.tickets[i].cancel(why);
 }
 
 bool streamer::cancel(expert_key key) {

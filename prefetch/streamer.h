@@ -7,8 +7,9 @@
 //  - a load of a key already queued or in flight into the same slot joins it (and a demand promotes a queued
 //    prefetch); promote() does the same for a demand that joined a prefetch inside the cache (the cache does
 //    not call its loader then), so the runtime calls it when acquire() hands back a pending handle;
-//  - cancel() / cancel_prefetches() drop QUEUED prefetches (never one at the reader) by failing their tickets
-//    with a "cancelled" message: the cache then frees the slot and the expert is ABSENT again;
+//  - cancel() / cancel_prefetches() drop QUEUED prefetches (never one at the reader) through their tickets'
+//    cancel() ("cancelled" message): the cache then frees the slot, the expert is ABSENT again, and the cache
+//    counts a cancelled load, not a failed one;
 //  - a read error fails the ticket with the reader's message (file, offset, errno text); a slot is only ever
 //    reported ready once every byte has landed (and, on the device path, once its copy event has completed).
 // Request records, the queue and staging buffers are allocated at construction: nothing per request after that
@@ -95,7 +96,7 @@ public:
     // applied to a queued prefetch now, else remembered for the next prefetch load of `key`. Default: lowest
     // priority (after every prefetch with a priority), FIFO.
     void set_priority(expert_key key, uint64_t priority);
-    // Cancels `key`'s queued prefetch: its tickets fail with "cancelled" and the cache frees the slot. True when
+    // Cancels `key`'s queued prefetch: its tickets are cancelled and the cache frees the slot. True when
     // one was cancelled; a demand or a request already at the reader is left alone.
     bool cancel(expert_key key);
     // Cancels every prefetch queued when the call starts (stale hints after the router moved on); returns how many.

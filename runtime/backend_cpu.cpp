@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "common/error.h"
+#include "runtime/cpu_dot.h"
 #include "runtime/dequant.h"
 #include "runtime/thread_pool.h"
 
@@ -16,6 +19,7 @@ backend_cpu::backend_cpu(int64_t max_cols, int n_threads, int64_t min_parallel_w
     : _max_cols(std::max<int64_t>(max_cols, 0)), _min_parallel_work(min_parallel_work) {
     if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
     _pool = std::make_unique<thread_pool>(n_threads);
+    cpu_isa_selected();  // reads MOE_CPU_ISA here, so a bad value is refused on this thread, not in a worker
     _row.assign(size_t(_max_cols) * size_t(n_threads), 0.0f);
 }
 
@@ -25,27 +29,40 @@ int backend_cpu::n_threads() const {
     return _pool->n_threads();
 }
 
+void* backend_cpu::alloc(uint64_t bytes) {
+    constexpr uint64_t align = 256;
+    const uint64_t rounded = (std::max<uint64_t>(bytes, 1) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, rounded);
+    if (!p) fail("cpu backend: cannot allocate {} bytes of working memory", bytes);
+    std::memset(p, 0, rounded);
+    return p;
+}
+
+void backend_cpu::free(void* p) {
+    std::free(p);
+}
+
+void backend_cpu::upload(void* dst, const void* src, uint64_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void backend_cpu::download(void* dst, const void* src, uint64_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void backend_cpu::copy(void* dst, const void* src, uint64_t bytes) {
+    if (bytes) std::memmove(dst, src, bytes);
+}
+
 void backend_cpu::matvec_rows(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t r0,
-                              int64_t r1, float* row) {
-    if (t == tensor_type::F32) {
-        const float* w = static_cast<const float*>(W);
-        for (int64_t r = r0; r < r1; ++r) {
-            const float* wr = w + r * n_cols;
-            double acc = 0.0;
-            for (int64_t c = 0; c < n_cols; ++c) acc += double(wr[c]) * double(x[c]);
-            y[r] = float(acc);
-        }
-        return;
-    }
+                              int64_t r1, float* /*row: unused since the dot kernels decode block by block*/) {
+    // One kernel per (type, process-wide ISA) for every row of every product (runtime/cpu_dot.h), so a row's bits
+    // never depend on the thread count, the batch or whether it came through matvec or matmul.
+    const dot_kernel dot = cpu_dot_kernel(t, cpu_isa_selected());
     const tensor_type_info& ti = type_info(t);
     const uint64_t row_bytes = uint64_t(n_cols / ti.block_elems) * ti.block_bytes;
     const uint8_t* w = static_cast<const uint8_t*>(W);
-    for (int64_t r = r0; r < r1; ++r) {
-        dequantize_row(t, w + uint64_t(r) * row_bytes, row, n_cols);
-        double acc = 0.0;
-        for (int64_t c = 0; c < n_cols; ++c) acc += double(row[c]) * double(x[c]);
-        y[r] = float(acc);
-    }
+    for (int64_t r = r0; r < r1; ++r) y[r] = dot(w + uint64_t(r) * row_bytes, x, n_cols);
 }
 
 void backend_cpu::matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) {
@@ -184,6 +201,11 @@ void backend_cpu::weighted_sum(const float* const* ys, const float* w, int k, fl
 
 void backend_cpu::add(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void backend_cpu::add_gated(float* y, const float* x, const float* gate_logit, int64_t n) {
+    const float s = float(1.0 / (1.0 + std::exp(-double(gate_logit[0]))));
+    for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
 }
 
 }  // namespace moe

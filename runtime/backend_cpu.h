@@ -25,6 +25,16 @@ public:
     int n_threads() const;
     std::string_view name() const override { return "cpu"; }
 
+    // Memory is plain host memory: alloc is an aligned zero-filled allocation, upload/download/copy are memcpy,
+    // and every operation has finished when it returns.
+    bool host_memory() const override { return true; }
+    void* alloc(uint64_t bytes) override;
+    void free(void* p) override;
+    void upload(void* dst, const void* src, uint64_t bytes) override;
+    void download(void* dst, const void* src, uint64_t bytes) override;
+    void copy(void* dst, const void* src, uint64_t bytes) override;
+    void synchronize() override {}
+
     void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) override;
     void matmul(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
                 int64_t n_tok) override;
@@ -37,6 +47,7 @@ public:
     void swiglu(const float* gate, const float* up, float* out, int64_t n) override;
     void weighted_sum(const float* const* ys, const float* w, int k, float* out, int64_t n) override;
     void add(float* y, const float* x, int64_t n) override;
+    void add_gated(float* y, const float* x, const float* gate_logit, int64_t n) override;
 
 private:
     void matvec_rows(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t r0, int64_t r1,

@@ -8,9 +8,11 @@
 #include "cache/expert_cache.h"
 #include "cache/memory_tier.h"
 #include "cache/policies.h"
+#include "prefetch/tiered_loader.h"
 #include "common/error.h"
 #include "common/units.h"
 #include "runtime/backend_cpu.h"
+#include "runtime/backend_cuda.h"
 
 namespace moe {
 
@@ -26,12 +28,17 @@ engine::engine(const std::string& model_path, const engine_config& cfg) : _cfg(c
     _file = open_model_file(model_path);
     _desc = describe_model(_file);
     check_forward_supported(_desc, model_path);
-    _weights = load_model_weights(_file, _desc);
+    _weights = load_model_weights(_file, _desc, cfg.load_progress);
+    // The backend decides where expert slots live, so it comes first (and a CUDA request without a GPU fails
+    // before anything is reserved).
+    const bool use_cuda =
+        cfg.backend == backend_kind::CUDA || (cfg.backend == backend_kind::AUTO && cuda_backend_available());
+    if (use_cuda) _backend = make_backend_cuda();
 
     const auto& L = _desc.layout;
     const uint32_t n_keys = uint32_t(L.n_moe_layers) * uint32_t(L.n_experts);
     memory_tier_config tc;
-    tc.kind = tier_kind::RAM;
+    tc.kind = use_cuda ? tier_kind::DEVICE : tier_kind::RAM;
     tc.budget_bytes = cfg.expert_budget_bytes ? cfg.expert_budget_bytes : std::numeric_limits<uint64_t>::max();
     tc.max_expert_bytes = L.max_expert_bytes;
     tc.max_slots = n_keys;
@@ -43,6 +50,24 @@ engine::engine(const std::string& model_path, const engine_config& cfg) : _cfg(c
             model_path, format_bytes(cfg.expert_budget_bytes), cfg.expert_budget_bytes, _tier->n_slots(),
             _tier->slot_bytes(), _desc.n_experts_used, min_budget_for(_desc));
 
+    if (cfg.host_budget_bytes) {
+        // The host tier sits under the compute tier: each of its pins belongs to one compute-tier load in flight,
+        // so with at least as many slots as the tier above it never runs out (and a smaller one would cache
+        // nothing the tier above does not already hold).
+        memory_tier_config hc = tc;
+        hc.kind = tier_kind::PINNED_HOST;
+        hc.budget_bytes = cfg.host_budget_bytes;
+        const uint32_t need_slots = _tier->n_slots();
+        if (cfg.host_budget_bytes / _tier->slot_bytes() < need_slots)
+            fail(
+                "{}: host budget {} ({} bytes) holds {} slot(s) of {} bytes, fewer than the {} slot(s) of the expert "
+                "budget above it; the host tier needs at least {} bytes",
+                model_path, format_bytes(cfg.host_budget_bytes), cfg.host_budget_bytes,
+                cfg.host_budget_bytes / _tier->slot_bytes(), _tier->slot_bytes(), need_slots,
+                uint64_t(need_slots) * _tier->slot_bytes());
+        _host_tier = std::make_unique<memory_tier>(hc);
+    }
+
     for (const std::string& p : _file.paths) _sources.push_back(open_file_source(p, cfg.reader));
     std::vector<file_source*> files;
     for (auto& s : _sources) files.push_back(s.get());
@@ -53,7 +78,7 @@ engine::engine(const std::string& model_path, const engine_config& cfg) : _cfg(c
     for (uint32_t i = 0; i < n_keys; ++i)
         for (const expert_range& r : L.experts[i].ranges)
             sl.ranges[i].push_back(byte_range{uint32_t(r.file), r.offset, r.bytes});
-    _streamer = std::make_unique<streamer>(cfg.streaming, sl, files, *_tier);
+    _streamer = std::make_unique<streamer>(cfg.streaming, sl, files, _host_tier ? *_host_tier : *_tier);
 
     expert_cache_config cc;
     cc.n_layers = uint32_t(L.n_moe_layers);
@@ -63,11 +88,22 @@ engine::engine(const std::string& model_path, const engine_config& cfg) : _cfg(c
     pp.n_layers = cc.n_layers;
     pp.n_experts = cc.n_experts;
     pp.capacity = _tier->n_slots();
-    _cache = std::make_unique<expert_cache>(cc, *_tier, *_streamer, make_policy(cfg.policy, pp));
+    expert_loader* loader = _streamer.get();
+    if (_host_tier) {
+        // RAM keeps what compute memory evicted longest ago: LRU over the compute tier's misses (a per-layer
+        // quota policy would split RAM by the compute tier's needs, which are not the host tier's).
+        policy_params hp = pp;
+        hp.capacity = _host_tier->n_slots();
+        _host_cache = std::make_unique<expert_cache>(cc, *_host_tier, *_streamer, make_policy("lru", hp));
+        _tiered = std::make_unique<tiered_loader>(*_host_cache, *_tier);
+        loader = _tiered.get();
+    }
+    _cache = std::make_unique<expert_cache>(cc, *_tier, *loader, make_policy(cfg.policy, pp));
 
     // Widest row a non-F32 expert matrix can have: the backend decodes one row at a time into a workspace.
-    _backend =
-        std::make_unique<backend_cpu>(std::max(_desc.n_embd, _desc.n_ff_exp), cfg.n_threads, cfg.min_parallel_work);
+    if (!_backend)
+        _backend = std::make_unique<backend_cpu>(std::max(_desc.n_embd, _desc.n_ff_exp), cfg.n_threads,
+                                                 cfg.min_parallel_work);
     forward_config fc;
     fc.n_ctx = cfg.n_ctx;
     fc.n_batch = cfg.n_batch;
@@ -78,6 +114,8 @@ engine::engine(const std::string& model_path, const engine_config& cfg) : _cfg(c
 engine::~engine() {
     _fwd.reset();
     _cache.reset();
+    _tiered.reset();
+    _host_cache.reset();
     _streamer.reset();
 }
 
@@ -105,6 +143,30 @@ const float* engine::prefill(std::span<const int> tokens) {
     for (size_t i = 0; i < tokens.size(); i += B)
         last = _fwd->eval(tokens.subspan(i, std::min(B, tokens.size() - i)), nullptr);
     return last;
+}
+
+const float* engine::eval(std::span<const int> tokens, float* all_logits) {
+    if (tokens.empty()) fail("{}: eval of an empty token sequence", _desc.name);
+    const size_t B = size_t(_cfg.n_batch), V = size_t(_desc.n_vocab);
+    const float* last = nullptr;
+    for (size_t i = 0; i < tokens.size(); i += B)
+        last = _fwd->eval(tokens.subspan(i, std::min(B, tokens.size() - i)), all_logits ? all_logits + i * V : nullptr);
+    return last;
+}
+
+int engine::n_past() const {
+    return _fwd->n_past();
+}
+
+uint32_t engine::n_host_slots() const {
+    return _host_tier ? _host_tier->n_slots() : 0;
+}
+cache_stats engine::host_stats() const {
+    return _host_cache ? _host_cache->stats() : cache_stats{};
+}
+
+std::string_view engine::backend_name() const {
+    return _backend->name();
 }
 
 uint32_t engine::n_expert_slots() const {

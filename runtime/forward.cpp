@@ -14,30 +14,44 @@ namespace moe {
 
 forward_pass::forward_pass(const model_desc& desc, const model_weights& weights, backend& be, expert_cache& cache,
                            const forward_config& cfg, streamer* loader_streamer)
-    : _d(desc), _w(weights), _be(be), _cache(cache), _cfg(cfg), _streamer(loader_streamer) {
+    : _d(desc), _w(weights), _be(be), _cache(cache), _cfg(cfg), _streamer(loader_streamer), _rw(weights, be) {
     check_forward_supported(desc, desc.name);
     if (cfg.n_ctx <= 0) fail("forward pass: context length (n_ctx) must be > 0, found {}", cfg.n_ctx);
     if (cfg.n_batch <= 0) fail("forward pass: batch size (n_batch) must be > 0, found {}", cfg.n_batch);
     MOE_CHECK(int(weights.layers.size()) == desc.n_layers);
     const size_t L = size_t(desc.n_layers), C = size_t(cfg.n_ctx), Hkv = size_t(desc.n_head_kv);
     const size_t K = size_t(desc.n_experts_used), D = size_t(desc.n_embd), B = size_t(cfg.n_batch);
-    _k_cache.assign(L * C * Hkv * size_t(desc.head_dim_k), 0.0f);
-    _v_cache.assign(L * C * Hkv * size_t(desc.head_dim_v), 0.0f);
-    _x.assign(B * D, 0.0f);
-    _xn.assign(B * D, 0.0f);
-    _q.assign(size_t(desc.n_head) * size_t(desc.head_dim_k), 0.0f);
-    _att.assign(size_t(desc.n_head) * size_t(desc.head_dim_v), 0.0f);
-    _tmp.assign(D, 0.0f);
-    _scores.assign(C, 0.0f);
-    _router.assign(size_t(desc.n_experts), 0.0f);
-    _probs.assign(size_t(desc.n_experts), 0.0f);
+    const size_t F = size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp));
+    _k_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_k));
+    _v_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_v));
+    _x = backend_array<float>(be, B * D);
+    _xn = backend_array<float>(be, B * D);
+    _q = backend_array<float>(be, size_t(desc.n_head) * size_t(desc.head_dim_k));
+    _att = backend_array<float>(be, size_t(desc.n_head) * size_t(desc.head_dim_v));
+    _tmp = backend_array<float>(be, D);
+    _scores = backend_array<float>(be, size_t(desc.n_head) * C);
+    _router = backend_array<float>(be, size_t(desc.n_experts));
+    _probs = backend_array<float>(be, size_t(desc.n_experts));
+    _ids_dev = backend_array<int>(be, B * K);
+    _weights_dev = backend_array<float>(be, B * K);
+    _gate = backend_array<float>(be, F);
+    _up = backend_array<float>(be, F);
+    _ys = backend_array<float>(be, B * K * D);
+    _sh_logit = backend_array<float>(be, 1);
+    _logits_dev = backend_array<float>(be, size_t(desc.n_vocab));
     _ids.assign(B * K, 0);
     _weights.assign(B * K, 0.0f);
-    _pf_ids.assign(K, 0);
-    _pf_weights.assign(K, 0.0f);
-    _gate.assign(size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp)), 0.0f);
-    _up.assign(size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp)), 0.0f);
-    _ys.assign(B * K * D, 0.0f);
+    for (int il = 0; il < desc.n_layers; ++il)
+        if (weights.layers[size_t(il)].moe_layer >= 0) _moe_layers.push_back(il);
+    if (cfg.prefetch.mode != prefetch_mode::NONE) {
+        _prefetcher = std::make_unique<prefetcher>(cfg.prefetch, uint32_t(_moe_layers.size()),
+                                                   uint32_t(desc.n_experts), uint32_t(K), uint32_t(B), cache,
+                                                   loader_streamer);
+        const size_t n_spec = _prefetcher->n_spec_layers(0) > 0 ? size_t(_prefetcher->config().depth) : 0;
+        _pf_logits_dev = backend_array<float>(be, n_spec * size_t(desc.n_experts));
+        if (n_spec) _pf_xn = backend_array<float>(be, D);
+        _pf_logits.assign(n_spec * size_t(desc.n_experts), 0.0f);
+    }
     _y_ptrs.assign(B * K, nullptr);
     for (size_t r = 0; r < B * K; ++r) _y_ptrs[r] = _ys.data() + r * D;
     _used.assign(size_t(desc.n_experts), 0);
@@ -48,11 +62,14 @@ forward_pass::forward_pass(const model_desc& desc, const model_weights& weights,
 }
 
 uint64_t forward_pass::workspace_bytes() const {
-    uint64_t f = _k_cache.size() + _v_cache.size() + _x.size() + _xn.size() + _q.size() + _att.size() + _tmp.size() +
-                 _scores.size() + _router.size() + _probs.size() + _weights.size() + _pf_weights.size() + _gate.size() +
-                 _up.size() + _ys.size() + _logits.size();
-    return f * sizeof(float) + (_ids.size() + _pf_ids.size()) * sizeof(int) + _y_ptrs.size() * sizeof(void*) +
-           _handles.size() * sizeof(expert_handle) + _used.size() + (_visit.size() + _group.size()) * sizeof(int);
+    const uint64_t backend_bytes = _k_cache.bytes() + _v_cache.bytes() + _x.bytes() + _xn.bytes() + _q.bytes() +
+                                   _att.bytes() + _tmp.bytes() + _scores.bytes() + _router.bytes() + _probs.bytes() +
+                                   _ids_dev.bytes() + _weights_dev.bytes() + _pf_logits_dev.bytes() + _pf_xn.bytes() +
+                                   _gate.bytes() + _up.bytes() + _ys.bytes() + _sh_logit.bytes() + _logits_dev.bytes();
+    const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size();
+    return backend_bytes + f * sizeof(float) + (_ids.size() + _moe_layers.size()) * sizeof(int) +
+           _y_ptrs.size() * sizeof(void*) + _handles.size() * sizeof(expert_handle) + _used.size() +
+           (_visit.size() + _group.size()) * sizeof(int);
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
@@ -66,7 +83,7 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
              _d.name, _n_past, n, _cfg.n_ctx);
     const size_t D = size_t(_d.n_embd), V = size_t(_d.n_vocab);
     for (int i = 0; i < n; ++i)
-        std::memcpy(_x.data() + size_t(i) * D, _w.tok_embd.data() + size_t(tokens[size_t(i)]) * D, D * sizeof(float));
+        _be.copy(_x.data() + size_t(i) * D, _rw.tok_embd + size_t(tokens[size_t(i)]) * D, D * sizeof(float));
     try {
         for (int il = 0; il < _d.n_layers; ++il) {
             for (int i = 0; i < n; ++i) attention_step(il, i);
@@ -75,14 +92,16 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
     } catch (...) {
         // A failed load: drop every pin of the group (a pinned slot left behind could starve the next acquire
         // at the smallest budget). n_past is unchanged, so the sequence is as it was before the call.
+        _be.synchronize();  // kernels of the group may still read pinned slots
         for (auto& h : _handles) h.reset();
         throw;
     }
     for (int i = 0; i < n; ++i) {
         if (!all_logits && i + 1 < n) continue;
         float* out = all_logits ? all_logits + size_t(i) * V : _logits.data();
-        _be.rmsnorm(_x.data() + size_t(i) * D, _w.output_norm.data(), _xn.data(), _d.n_embd, float(_d.rms_eps));
-        _be.matvec(tensor_type::F32, _w.output.data(), _xn.data(), out, _d.n_embd, _d.n_vocab);
+        _be.rmsnorm(_x.data() + size_t(i) * D, _rw.output_norm, _xn.data(), _d.n_embd, float(_d.rms_eps));
+        _be.matvec(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab);
+        _be.download(out, _logits_dev.data(), V * sizeof(float));
         if (all_logits && i + 1 == n) std::memcpy(_logits.data(), out, V * sizeof(float));
     }
     _n_past += n;
@@ -94,6 +113,7 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
 // tokens of the batch are already written, so it sees exactly what a token-by-token decode would.
 void forward_pass::attention_step(int il, int t) {
     const layer_weights& L = _w.layers[size_t(il)];
+    const layer_tensors& T = _rw.layers[size_t(il)];
     const int H = _d.n_head, Hkv = _d.n_head_kv, hk = _d.head_dim_k, hv = _d.head_dim_v, D = _d.n_embd;
     const int pos = _n_past + t;
     const float eps = float(_d.rms_eps);
@@ -103,22 +123,21 @@ void forward_pass::attention_step(int il, int t) {
     float* k = _k_cache.data() + (size_t(il) * size_t(_cfg.n_ctx) + size_t(pos)) * row_k;
     float* v = _v_cache.data() + (size_t(il) * size_t(_cfg.n_ctx) + size_t(pos)) * row_v;
 
-    _be.rmsnorm(x, L.attn_norm.data(), xn, D, eps);
-    _be.matvec(tensor_type::F32, L.wq.data(), xn, _q.data(), D, int64_t(H) * hk);
-    _be.matvec(tensor_type::F32, L.wk.data(), xn, k, D, int64_t(row_k));
-    _be.matvec(tensor_type::F32, L.wv.data(), xn, v, D, int64_t(row_v));
+    _be.rmsnorm(x, T.attn_norm, xn, D, eps);
+    _be.matvec(tensor_type::F32, T.wq, xn, _q.data(), D, int64_t(H) * hk);
+    _be.matvec(tensor_type::F32, T.wk, xn, k, D, int64_t(row_k));
+    _be.matvec(tensor_type::F32, T.wv, xn, v, D, int64_t(row_v));
     if (!L.bq.empty()) {
-        _be.add(_q.data(), L.bq.data(), int64_t(H) * hk);
-        _be.add(k, L.bk.data(), int64_t(row_k));
-        _be.add(v, L.bv.data(), int64_t(row_v));
+        _be.add(_q.data(), T.bq, int64_t(H) * hk);
+        _be.add(k, T.bk, int64_t(row_k));
+        _be.add(v, T.bv, int64_t(row_v));
     }
     if (L.q_norm.size() == size_t(hk)) {  // qwen3moe: RMSNorm over each head before RoPE
-        for (int h = 0; h < H; ++h)
-            _be.rmsnorm(_q.data() + size_t(h) * hk, L.q_norm.data(), _q.data() + size_t(h) * hk, hk, eps);
-        for (int h = 0; h < Hkv; ++h) _be.rmsnorm(k + size_t(h) * hk, L.k_norm.data(), k + size_t(h) * hk, hk, eps);
+        _be.rmsnorm_rows(_q.data(), T.q_norm, _q.data(), hk, H, eps);
+        _be.rmsnorm_rows(k, T.k_norm, k, hk, Hkv, eps);
     } else if (!L.q_norm.empty()) {  // olmoe: RMSNorm over the whole q and k projections
-        _be.rmsnorm(_q.data(), L.q_norm.data(), _q.data(), int64_t(H) * hk, eps);
-        _be.rmsnorm(k, L.k_norm.data(), k, int64_t(row_k), eps);
+        _be.rmsnorm(_q.data(), T.q_norm, _q.data(), int64_t(H) * hk, eps);
+        _be.rmsnorm(k, T.k_norm, k, int64_t(row_k), eps);
     }
     _be.rope(_q.data(), H, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
     _be.rope(k, Hkv, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
@@ -126,27 +145,34 @@ void forward_pass::attention_step(int il, int t) {
     const float* v_all = _v_cache.data() + size_t(il) * size_t(_cfg.n_ctx) * row_v;
     _be.attention(_q.data(), k_all, v_all, _att.data(), _scores.data(), H, Hkv, hk, hv, pos + 1,
                   float(1.0 / std::sqrt(double(hk))));
-    _be.matvec(tensor_type::F32, L.wo.data(), _att.data(), _tmp.data(), int64_t(H) * hv, D);
+    _be.matvec(tensor_type::F32, T.wo, _att.data(), _tmp.data(), int64_t(H) * hv, D);
     _be.add(x, _tmp.data(), D);
 }
 
 void forward_pass::moe_step(int il, int n_tok) {
     const layer_weights& L = _w.layers[size_t(il)];
+    const layer_tensors& T = _rw.layers[size_t(il)];
     const int D = _d.n_embd, E = _d.n_experts, K = _d.n_experts_used;
     std::fill(_used.begin(), _used.end(), uint8_t(0));
     for (int i = 0; i < n_tok; ++i) {
         float* xn = _xn.data() + size_t(i) * size_t(D);
-        _be.rmsnorm(_x.data() + size_t(i) * size_t(D), L.ffn_norm.data(), xn, D, float(_d.rms_eps));
-        _be.matvec(tensor_type::F32, L.router.data(), xn, _router.data(), D, E);
-        int* ids = _ids.data() + size_t(i) * size_t(K);
-        _be.route(_router.data(), _probs.data(), E, K, _d.gating, _d.norm_topk, float(_d.weights_scale), ids,
-                  _weights.data() + size_t(i) * size_t(K));
+        _be.rmsnorm(_x.data() + size_t(i) * size_t(D), T.ffn_norm, xn, D, float(_d.rms_eps));
+        _be.matvec(tensor_type::F32, T.router, xn, _router.data(), D, E);
+        _be.route(_router.data(), _probs.data(), E, K, _d.gating, _d.norm_topk, float(_d.weights_scale),
+                  _ids_dev.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K));
+    }
+    // The cache (and the observer) need the decisions on the host: one download for the whole batch.
+    _be.download(_ids.data(), _ids_dev.data(), size_t(n_tok) * size_t(K) * sizeof(int));
+    _be.download(_weights.data(), _weights_dev.data(), size_t(n_tok) * size_t(K) * sizeof(float));
+    for (int i = 0; i < n_tok; ++i) {
+        const int* ids = _ids.data() + size_t(i) * size_t(K);
         for (int r = 0; r < K; ++r) _used[size_t(ids[r])] = 1;
         if (_observer)
             _observer(_n_past + i, L.moe_layer, std::span<const int>(ids, size_t(K)),
                       std::span<const float>(_weights.data() + size_t(i) * size_t(K), size_t(K)));
     }
-    if (_cfg.prefetch && n_tok == 1) prefetch_next(il);
+    // The prefetcher hears every routing (its history learns from prefill too) and cancels stale prefetches.
+    if (_prefetcher) _prefetcher->routed(uint32_t(L.moe_layer), uint32_t(_n_past), n_tok, _ids);
 
     // Visit the selected experts, pinning up to top_k at once (what the smallest budget holds) so their loads
     // overlap; each is applied to every token of the batch that chose it. Experts already in the cache (or on
@@ -178,14 +204,17 @@ void forward_pass::moe_step(int il, int n_tok) {
             if (_streamer) _streamer->promote(key);  // a demand that joined a queued prefetch overtakes the rest
         }
         _group[size_t(n_group++)] = e;
-        if (n_group == K) apply_group(L.moe_layer, n_group, n_tok), n_group = 0;
+        const bool last = v + 1 == n_visit;
+        // Decode: this layer's experts are all pinned now (one group), so no prefetch can evict one, and the
+        // prefetches' loads overlap this layer's compute.
+        if (last && n_tok == 1 && _prefetcher) prefetch_ahead(il);
+        if (n_group == K || last) apply_group(L.moe_layer, n_group, n_tok), n_group = 0;
     }
-    if (n_group) apply_group(L.moe_layer, n_group, n_tok);
     ++_clock;
     for (int i = 0; i < n_tok; ++i) {
-        _be.weighted_sum(_y_ptrs.data() + size_t(i) * size_t(K), _weights.data() + size_t(i) * size_t(K), K,
+        _be.weighted_sum(_y_ptrs.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K), K,
                          _tmp.data(), D);
-        if (!L.sh_gate.empty()) shared_expert(L, _xn.data() + size_t(i) * size_t(D), _tmp.data());
+        if (!L.sh_gate.empty()) shared_expert(T, _xn.data() + size_t(i) * size_t(D), _tmp.data());
         _be.add(_x.data() + size_t(i) * size_t(D), _tmp.data(), D);
     }
 }
@@ -205,44 +234,41 @@ void forward_pass::apply_group(int moe_layer, int n_pinned, int n_tok) {
                     expert_ffn(moe_layer, e, h.data(), _xn.data() + size_t(i) * D, _ys.data() + slot * D);
                     ++_stats.n_expert_uses;
                 }
-        h.reset();
     }
+    // Unpinning lets the cache reuse a slot for another load: the backend must be done reading them first.
+    _be.synchronize();
+    for (int g = 0; g < n_pinned; ++g) _handles[size_t(g)].reset();
 }
 
-void forward_pass::prefetch_next(int il) {
-    const int K = _d.n_experts_used;
-    int next = -1;
-    for (int j = il + 1; j < _d.n_layers && next < 0; ++j)
-        if (_w.layers[size_t(j)].moe_layer >= 0) next = j;
-    if (next < 0) return;
-    const layer_weights& N = _w.layers[size_t(next)];
-    // Speculative gating: the next router on this layer's FFN input (the residual stream changes little).
-    _be.matvec(tensor_type::F32, N.router.data(), _xn.data(), _router.data(), _d.n_embd, _d.n_experts);
-    _be.route(_router.data(), _probs.data(), _d.n_experts, K, _d.gating, _d.norm_topk, float(_d.weights_scale),
-              _pf_ids.data(), _pf_weights.data());
-    for (int r = 0; r < K; ++r) {
-        // A prefetch still loading holds its slot (the cache neither evicts it nor lets acquire take it), so only
-        // prefetch while, even if every load in flight stays in flight, this layer's and the next layer's top-k
-        // can still be pinned: otherwise a wrong guess could make a demand acquire fail.
-        if (uint64_t(_cache.n_slots()) < uint64_t(_cache.n_loading()) + 1 + 2 * uint64_t(K)) return;
-        if (_cache.prefetch({uint32_t(N.moe_layer), uint32_t(_pf_ids[size_t(r)])},
-                            access_info{_clock + 1, uint32_t(r), _pf_weights[size_t(r)]}))
-            ++_stats.n_prefetches;
+// Speculative gating for the prefetcher: the routers of the next MoE layers applied to the current residual
+// stream (it changes little from layer to layer), normed as each of those layers norms its FFN input (the router
+// was trained on that scale), with the same backend calls as the real router; downloaded as host logits.
+// History needs none of it.
+void forward_pass::prefetch_ahead(int il) {
+    const uint32_t moe_layer = uint32_t(_w.layers[size_t(il)].moe_layer);
+    const int n_spec = _prefetcher->n_spec_layers(moe_layer);
+    const size_t E = size_t(_d.n_experts);
+    for (int s = 0; s < n_spec; ++s) {
+        const layer_tensors& N = _rw.layers[size_t(_moe_layers[moe_layer + 1 + uint32_t(s)])];
+        _be.rmsnorm(_x.data(), N.ffn_norm, _pf_xn.data(), _d.n_embd, float(_d.rms_eps));
+        _be.matvec(tensor_type::F32, N.router, _pf_xn.data(), _pf_logits_dev.data() + size_t(s) * E, _d.n_embd,
+                   _d.n_experts);
     }
+    if (n_spec > 0) _be.download(_pf_logits.data(), _pf_logits_dev.data(), size_t(n_spec) * E * sizeof(float));
+    _stats.n_prefetches +=
+        _prefetcher->prefetch(moe_layer, _clock, std::span<const float>(_pf_logits.data(), size_t(n_spec) * E));
 }
 
 // Qwen2-MoE's shared expert, resident and always on: out += sigmoid(g . xn) * down(silu(gate xn) * up xn), added
 // after the routed sum (HF: routed + shared, then the residual).
-void forward_pass::shared_expert(const layer_weights& L, const float* xn, float* out) {
+void forward_pass::shared_expert(const layer_tensors& T, const float* xn, float* out) {
     const int64_t D = _d.n_embd, F = _d.n_ff_shexp;
-    float g = 0.0f;
-    _be.matvec(tensor_type::F32, L.sh_gate_inp.data(), xn, &g, D, 1);
-    _be.matvec(tensor_type::F32, L.sh_gate.data(), xn, _gate.data(), D, F);
-    _be.matvec(tensor_type::F32, L.sh_up.data(), xn, _up.data(), D, F);
+    _be.matvec(tensor_type::F32, T.sh_gate_inp, xn, _sh_logit.data(), D, 1);
+    _be.matvec(tensor_type::F32, T.sh_gate, xn, _gate.data(), D, F);
+    _be.matvec(tensor_type::F32, T.sh_up, xn, _up.data(), D, F);
     _be.swiglu(_gate.data(), _up.data(), _gate.data(), F);
-    _be.matvec(tensor_type::F32, L.sh_down.data(), _gate.data(), _att.data(), F, D);
-    const float s = float(1.0 / (1.0 + std::exp(-double(g))));
-    for (int64_t j = 0; j < D; ++j) out[j] += s * _att[size_t(j)];
+    _be.matvec(tensor_type::F32, T.sh_down, _gate.data(), _att.data(), F, D);
+    _be.add_gated(out, _att.data(), _sh_logit.data(), D);
 }
 
 void forward_pass::expert_ffn(int moe_layer, int expert, const void* slot, const float* xn, float* y) {

@@ -19,14 +19,18 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
 
 #include "cache/expert_cache.h"
+#include "prefetch/prefetcher.h"
 #include "runtime/backend.h"
+#include "runtime/backend_buffer.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 
 namespace moe {
 
@@ -35,9 +39,9 @@ class streamer;
 struct forward_config {
     int n_ctx = 256;   // KV cache positions, allocated at construction
     int n_batch = 32;  // most tokens one eval() call takes (workspaces are sized for it)
-    // Speculative prefetch: apply the next MoE layer's router to the current layer's FFN input and prefetch its
-    // top-k. Only used when the cache has room for two layers' top-k (a prefetch still loading holds a slot).
-    bool prefetch = false;
+    // Prefetch during decode steps (prefetch/prefetcher.h): none, spec (the next `depth` MoE layers' routers on
+    // the current FFN input), history (co-activation), both. Never changes what is computed.
+    prefetch_config prefetch;
 };
 
 // Counters of one forward pass object (for `moe run` and tests).
@@ -76,7 +80,14 @@ public:
 
     // Bytes of the KV cache and the workspaces (what the engine counts against the compute memory).
     uint64_t workspace_bytes() const;
+    // Bytes of resident weights copied into backend memory (0 for a backend that computes on host memory).
+    uint64_t resident_backend_bytes() const { return _rw.backend_bytes(); }
     const forward_stats& stats() const { return _stats; }
+    // Per MoE layer what the prefetcher guessed and issued (empty with prefetch none).
+    std::span<const prefetcher_layer_stats> prefetch_stats() const {
+        return _prefetcher ? std::span<const prefetcher_layer_stats>(_prefetcher->stats())
+                           : std::span<const prefetcher_layer_stats>();
+    }
     // Optional; an empty function turns it off. Observing never changes what is computed.
     void set_routing_observer(routing_observer obs) { _observer = std::move(obs); }
 
@@ -85,8 +96,8 @@ private:
     void moe_step(int il, int n_tok);
     void apply_group(int moe_layer, int n_pinned, int n_tok);
     void expert_ffn(int moe_layer, int expert, const void* slot, const float* xn, float* y);
-    void shared_expert(const layer_weights& L, const float* xn, float* out);
-    void prefetch_next(int il);
+    void shared_expert(const layer_tensors& T, const float* xn, float* out);
+    void prefetch_ahead(int il);
 
     const model_desc& _d;
     const model_weights& _w;
@@ -94,29 +105,39 @@ private:
     expert_cache& _cache;
     forward_config _cfg;
     streamer* _streamer = nullptr;
+    resident_weights _rw;  // the weights in backend memory (views of _w on the CPU)
     int _n_past = 0;
     uint64_t _clock = 0;  // access time for the eviction policy: one tick per (eval call, MoE layer)
     forward_stats _stats;
     routing_observer _observer;
 
+    // In backend memory (device memory for CUDA):
     // KV cache: (n_layers, n_ctx, n_head_kv, hd_k) and (n_layers, n_ctx, n_head_kv, hd_v)
-    std::vector<float> _k_cache, _v_cache;
+    backend_array<float> _k_cache, _v_cache;
     // Workspaces
-    std::vector<float> _x;        // (n_batch, n_embd) residual stream
-    std::vector<float> _xn;       // (n_batch, n_embd) normed input of the current block
-    std::vector<float> _q;        // (n_head * hd_k)
-    std::vector<float> _att;      // (n_head * hd_v)
-    std::vector<float> _tmp;      // (n_embd)
-    std::vector<float> _scores;   // (n_ctx)
-    std::vector<float> _router;   // (n_experts) router logits
-    std::vector<float> _probs;    // (n_experts)
+    backend_array<float> _x;           // (n_batch, n_embd) residual stream
+    backend_array<float> _xn;          // (n_batch, n_embd) normed input of the current block
+    backend_array<float> _q;           // (n_head * hd_k)
+    backend_array<float> _att;         // (n_head * hd_v)
+    backend_array<float> _tmp;         // (n_embd)
+    backend_array<float> _scores;      // (n_head, n_ctx)
+    backend_array<float> _router;      // (n_experts) router logits
+    backend_array<float> _probs;       // (n_experts)
+    backend_array<int> _ids_dev;       // (n_batch, top_k) route's output, downloaded into _ids
+    backend_array<float> _weights_dev;  // (n_batch, top_k) ... into _weights; weighted_sum reads these
+    backend_array<float> _pf_logits_dev;  // (depth, n_experts) later layers' router logits (speculative gating)
+    backend_array<float> _pf_xn;          // (n_embd) the residual normed as a later layer's FFN input
+    backend_array<float> _gate, _up;   // (max(n_ff_exp, n_ff_shexp))
+    backend_array<float> _ys;          // (n_batch, top_k, n_embd) expert outputs by token and rank
+    backend_array<float> _sh_logit;    // (1) shared expert gate logit
+    backend_array<float> _logits_dev;  // (n_vocab)
+    // Host memory:
     std::vector<int> _ids;        // (n_batch, top_k) selected experts, rank order
     std::vector<float> _weights;  // (n_batch, top_k)
-    std::vector<int> _pf_ids;     // (top_k) prefetch selection
-    std::vector<float> _pf_weights;
-    std::vector<float> _gate, _up;        // (n_ff_exp)
-    std::vector<float> _ys;               // (n_batch, top_k, n_embd) expert outputs by token and rank
-    std::vector<const float*> _y_ptrs;    // (n_batch, top_k)
+    std::vector<float> _pf_logits;  // (depth, n_experts) ... downloaded for the prefetcher
+    std::vector<int> _moe_layers;   // (n_moe_layers) decoder layer index of each MoE layer
+    std::unique_ptr<prefetcher> _prefetcher;  // null with prefetch none
+    std::vector<const float*> _y_ptrs;    // (n_batch, top_k) into _ys
     std::vector<uint8_t> _used;           // (n_experts) selected by some token of the batch in this layer
     std::vector<int> _visit;  // (n_experts) this layer's selected experts, resident ones first
     std::vector<int> _group;              // (top_k) experts pinned together

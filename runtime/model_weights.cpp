@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -46,7 +47,9 @@ namespace {
 
 class weight_reader {
 public:
-    weight_reader(const model_file& f, const std::string& src) : _f(f), _src(src) {}
+    weight_reader(const model_file& f, const std::string& src, const load_progress_fn& progress = {},
+                  uint64_t total_bytes = 0)
+        : _f(f), _src(src), _progress(progress), _total(total_bytes) {}
     ~weight_reader() {
         for (int fd : _fds)
             if (fd >= 0) ::close(fd);
@@ -79,6 +82,8 @@ public:
         MOE_CHECK(want && *want == t.bytes);  // the file readers validated this
         std::vector<uint8_t> raw(t.bytes);
         read_at(t.file, t.offset, raw.data(), t.bytes, t.name);
+        _done += t.bytes;
+        if (_progress) _progress(std::min(_done, _total), _total);
         std::vector<float> out(static_cast<size_t>(n));
         dequantize_row(t.type, raw.data(), out.data(), n);
         return out;
@@ -108,18 +113,20 @@ private:
     const model_file& _f;
     std::string _src;
     std::vector<int> _fds;
+    load_progress_fn _progress;
+    uint64_t _total = 0, _done = 0;
 };
 
 }  // namespace
 
-model_weights load_model_weights(const model_file& file, const model_desc& d) {
+model_weights load_model_weights(const model_file& file, const model_desc& d, const load_progress_fn& progress) {
     const std::string src = file.paths.empty() ? std::string("<model>") : file.paths[0];
     check_forward_supported(d, src);
     const bool gguf = file.format == model_format::GGUF;
     const bool qwen3 = d.architecture == arch::QWEN3MOE, olmoe = d.architecture == arch::OLMOE;
     const int64_t E = d.n_embd, V = d.n_vocab;
     if (V <= 0) fail("{}: vocabulary size unknown (no vocab_size and no token embedding shape)", src);
-    weight_reader r(file, src);
+    weight_reader r(file, src, progress, d.resident_bytes);
     model_weights w;
     w.rope_freq_base = float(d.rope_freq_base);  // describe_model reads transformers 4 and 5 spellings
 
@@ -189,6 +196,7 @@ model_weights load_model_weights(const model_file& file, const model_desc& d) {
         if (w.layers[size_t(il)].moe_layer < 0)
             fail("{}: layer {} is a dense FFN layer: the forward pass needs every {} layer to be MoE", src, il,
                  arch_name(d.architecture));
+    if (progress) progress(d.resident_bytes, d.resident_bytes);
     return w;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "runtime/model_desc.h"
@@ -43,7 +44,10 @@ struct model_weights {
 // Throws moe::error when the architecture has no forward pass here yet (naming it and the supported ones),
 // when a tensor is missing, has the wrong shape (naming the tensor, expected and found) or a type we cannot
 // decode, or when its bytes cannot be read.
-model_weights load_model_weights(const model_file& file, const model_desc& desc);
+// Progress of load_model_weights (a progress bar): bytes of resident tensors read so far, of `total_bytes`
+// (model_desc::resident_bytes); called after each tensor and once more with done == total at the end.
+using load_progress_fn = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+model_weights load_model_weights(const model_file& file, const model_desc& desc, const load_progress_fn& progress = {});
 
 // Whether the forward pass implements this architecture (llama/Mixtral, qwen3moe, olmoe, qwen2moe for now).
 bool forward_supported(arch a);

@@ -3,7 +3,9 @@
 // thread-local message: nothing C++ crosses the boundary.
 #include "moe_runtime.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,10 +21,13 @@
 #include "cache/memory_tier.h"
 #include "cache/policies.h"
 #include "cache/trace.h"
+#include "api_support.h"
 #include "common/error.h"
 #include "common/gpu.h"
 #include "prefetch/reader_factory.h"
 #include "prefetch/streamer.h"
+#include "prefetch/tiered_loader.h"
+#include "runtime/dequant.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
 
@@ -32,87 +37,42 @@
 #define MOE_STR2(x) #x
 #define MOE_STR(x) MOE_STR2(x)
 
+namespace moe_api {
+
+std::string& last_error_text() {
+    thread_local std::string text;
+    return text;
+}
+
+}  // namespace moe_api
+
+using namespace moe_api;
+
 namespace {
-
-thread_local std::string t_last_error;
-
-// An error carrying the status it maps to (moe::error from below maps by call site, see guard()).
-struct api_error : std::exception {
-    moe_status status;
-    std::string message;
-    api_error(moe_status s, std::string m) : status(s), message(std::move(m)) {}
-    const char* what() const noexcept override { return message.c_str(); }
-};
-
-template <typename... Args>
-[[noreturn]] void api_fail(moe_status s, fmt::format_string<Args...> f, Args&&... args) {
-    throw api_error(s, fmt::format(f, std::forward<Args>(args)...));
-}
-
-moe_status set_error(moe_status s, std::string_view msg) {
-    try {
-        t_last_error.assign(msg);
-    } catch (...) {
-        // Out of memory while recording the message: keep the status, lose the text.
-    }
-    return s;
-}
-
-// Runs `body`; moe::error (bad input reported by the layers below) maps to `input_status`, the caller's best
-// description of what input was wrong at that call site.
-template <typename F>
-moe_status guard(const char* fn, moe_status input_status, F&& body) noexcept {
-    try {
-        body();
-        return MOE_OK;
-    } catch (const api_error& e) {
-        return set_error(e.status, fmt::format("{}: {}", fn, e.message));
-    } catch (const moe::error& e) {
-        return set_error(input_status, fmt::format("{}: {}", fn, e.what()));
-    } catch (const std::bad_alloc&) {
-        return set_error(MOE_ERR_OUT_OF_MEMORY, fmt::format("{}: out of memory", fn));
-    } catch (const std::exception& e) {
-        return set_error(MOE_ERR_INTERNAL, fmt::format("{}: internal error: {}", fn, e.what()));
-    } catch (...) {
-        return set_error(MOE_ERR_INTERNAL, fmt::format("{}: internal error (unknown exception)", fn));
-    }
-}
-
-template <typename T>
-void need(const T* p, const char* what) {
-    if (!p) api_fail(MOE_ERR_INVALID_ARGUMENT, "{} is NULL", what);
-}
-
-// Versioned structs: the caller's struct_size says which fields it has; unknown tails keep our defaults.
-template <typename T>
-void check_size(const T* s, const char* what) {
-    need(s, what);
-    if (s->struct_size == 0 || s->struct_size > (1u << 16))
-        api_fail(MOE_ERR_INVALID_ARGUMENT, "{}->struct_size is {}; set it to sizeof({}) ({} in this library)", what,
-                 s->struct_size, what, sizeof(T));
-}
-
-// Copies the fields `src` has (struct_size bytes) over `dst`, which holds defaults.
-template <typename T>
-void read_versioned(T& dst, const T* src) {
-    const size_t n = std::min<size_t>(src->struct_size, sizeof(T));
-    std::memcpy(static_cast<void*>(&dst), src, n);
-    dst.struct_size = sizeof(T);
-}
-
-// Writes the fields the caller's struct has room for.
-template <typename T>
-void write_versioned(T* dst, const T& src) {
-    const uint32_t caller = dst->struct_size;
-    const size_t n = std::min<size_t>(caller, sizeof(T));
-    std::memcpy(static_cast<void*>(dst), &src, n);
-    dst->struct_size = caller;
-}
 
 void check_readable(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0)
         api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+}
+
+// Reads exactly `n` bytes at `offset` of `path` (resident tensors: read once, no need for the streamer).
+void read_exact(const std::string& path, uint64_t offset, void* dst, uint64_t n) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+    uint64_t done = 0;
+    while (done < n) {
+        const ssize_t r = ::pread(fd, static_cast<char*>(dst) + done, n - done, off_t(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            const int err = r < 0 ? errno : 0;
+            ::close(fd);
+            api_fail(MOE_ERR_IO, "{}: read of {} bytes at offset {} failed: {}", path, n, offset + done,
+                     err ? std::strerror(err) : "unexpected end of file");
+        }
+        done += uint64_t(r);
+    }
+    ::close(fd);
 }
 
 uint64_t round_slot(uint64_t bytes) {
@@ -154,7 +114,26 @@ struct moe_model {
     moe::model_desc desc;
     expert_source src;
     std::vector<std::string> type_names;  // (tensor types) storage for moe_expert_part::type
+    double rope_freq_base = 10000.0;      // resolved as the forward pass resolves it
 };
+
+namespace {
+
+const moe::tensor_desc& find_tensor(const moe_model& m, const char* name) {
+    const moe::tensor_desc* t = m.file.find(name);
+    if (!t) api_fail(MOE_ERR_UNKNOWN_NAME, "{}: no tensor named '{}'", m.file.paths.front(), name);
+    return *t;
+}
+
+// A stable C string for a tensor type (type_names grows at open time only).
+const char* type_name_of(const moe_model& m, moe::tensor_type t) {
+    const std::string name(moe::type_name(t));
+    auto it = std::find(m.type_names.begin(), m.type_names.end(), name);
+    MOE_CHECK(it != m.type_names.end());
+    return it->c_str();
+}
+
+}  // namespace
 
 struct moe_layout {
     expert_source src;
@@ -173,7 +152,11 @@ struct moe_context {
     std::string reader_name;
     std::vector<std::unique_ptr<moe::file_source>> sources;
     std::unique_ptr<moe::memory_tier> tier;
+    // Host tier (options->host_budget_bytes): cache <- tiered loader <- host_cache <- stream (files).
+    std::unique_ptr<moe::memory_tier> host_tier;
     std::unique_ptr<moe::streamer> stream;
+    std::unique_ptr<moe::expert_cache> host_cache;
+    std::unique_ptr<moe::tiered_loader> tiered;
     std::unique_ptr<moe::expert_cache> cache;
 
     // Handles: recycled so acquire does not allocate once warm; all owned here so destroy can unpin them.
@@ -201,6 +184,8 @@ struct moe_context {
     ~moe_context() {
         for (auto& h : handles) h->pin.reset();  // pins must die before the cache (its destructor checks)
         cache.reset();
+        tiered.reset();
+        host_cache.reset();
         stream.reset();
     }
 };
@@ -269,9 +254,6 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     read_versioned(o, user);
     const moe::tier_kind kind = to_tier(o.tier);
     const moe::reader_kind rkind = to_reader(o.reader);
-    if (o.host_budget_bytes != 0)
-        api_fail(MOE_ERR_UNSUPPORTED, "options->host_budget_bytes is {}; a host tier under the expert tier is not "
-                                      "available in API version {}: set it to 0", o.host_budget_bytes, MOE_API_VERSION);
     if (kind == moe::tier_kind::DEVICE && moe::gpu_count() == 0)
         api_fail(MOE_ERR_UNSUPPORTED, "options->tier is MOE_TIER_DEVICE but no CUDA device is usable here ({}); use "
                                       "MOE_TIER_RAM or MOE_TIER_PINNED", moe::gpu_description());
@@ -319,6 +301,19 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     tc.max_expert_bytes = max_bytes;
     tc.max_slots = n_keys;
     ctx->tier = std::make_unique<moe::memory_tier>(tc);
+    if (o.host_budget_bytes != 0) {
+        // Each host pin belongs to one load of the tier above in flight: as many slots as that tier, and the host
+        // tier never runs out (fewer would also cache nothing the tier above does not hold).
+        const uint64_t need_host = slot * uint64_t(ctx->tier->n_slots());
+        if (o.host_budget_bytes < need_host)
+            api_fail(MOE_ERR_BUDGET, "options->host_budget_bytes {} holds {} slot(s) of {} bytes; the host tier needs at "
+                                     "least as many slots as the expert tier above it ({}), so at least {} bytes",
+                     o.host_budget_bytes, o.host_budget_bytes / slot, slot, ctx->tier->n_slots(), need_host);
+        moe::memory_tier_config hc = tc;
+        hc.kind = moe::tier_kind::PINNED_HOST;
+        hc.budget_bytes = o.host_budget_bytes;
+        ctx->host_tier = std::make_unique<moe::memory_tier>(hc);
+    }
 
     moe::reader_config rc;
     rc.queue_depth = o.queue_depth;
@@ -340,7 +335,7 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     sl.ranges = src.ranges;
     moe::streamer_config sc;
     sc.max_in_flight = o.max_in_flight;
-    ctx->stream = std::make_unique<moe::streamer>(sc, sl, files, *ctx->tier);
+    ctx->stream = std::make_unique<moe::streamer>(sc, sl, files, ctx->host_tier ? *ctx->host_tier : *ctx->tier);
 
     moe::expert_cache_config cc;
     cc.n_layers = uint32_t(src.n_layers);
@@ -351,7 +346,17 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     pp.n_layers = cc.n_layers;
     pp.n_experts = cc.n_experts;
     pp.capacity = ctx->tier->n_slots();
-    ctx->cache = std::make_unique<moe::expert_cache>(cc, *ctx->tier, *ctx->stream, moe::make_policy(policy, pp));
+    moe::expert_loader* loader = ctx->stream.get();
+    if (ctx->host_tier) {
+        moe::policy_params hp = pp;
+        hp.capacity = ctx->host_tier->n_slots();
+        // LRU over the misses of the tier above: RAM keeps what compute memory evicted longest ago.
+        ctx->host_cache = std::make_unique<moe::expert_cache>(cc, *ctx->host_tier, *ctx->stream,
+                                                              moe::make_policy("lru", hp));
+        ctx->tiered = std::make_unique<moe::tiered_loader>(*ctx->host_cache, *ctx->tier);
+        loader = ctx->tiered.get();
+    }
+    ctx->cache = std::make_unique<moe::expert_cache>(cc, *ctx->tier, *loader, moe::make_policy(policy, pp));
 
     const size_t L = size_t(src.n_layers), E = size_t(src.n_experts), K = size_t(src.top_k);
     ctx->trace.model = src.name.empty() ? "unnamed" : src.name;
@@ -400,22 +405,6 @@ uint32_t predict_and_prefetch(moe_context& c, uint32_t layer, const int32_t* ids
     return issued;
 }
 
-void fill_stats(moe_stats& out, const moe::layer_stats& s, uint64_t rows, uint64_t predicted) {
-    out = moe_stats{};
-    out.struct_size = sizeof(moe_stats);
-    out.hits = s.hits;
-    out.prefetch_hits = s.prefetch_hits;
-    out.misses = s.misses;
-    out.joins = s.joins;
-    out.evictions = s.evictions;
-    out.loads = s.loads;
-    out.prefetch_loads = s.prefetch_loads;
-    out.failed_loads = s.failed_loads;
-    out.bytes_loaded = s.bytes_loaded;
-    out.wait_ns = s.wait_ns;
-    out.routed_rows = rows;
-    out.predicted = predicted;
-}
 
 }  // namespace
 
@@ -439,7 +428,7 @@ MOE_API const char* moe_status_string(moe_status s) {
     return "MOE_ERR_UNKNOWN_STATUS";
 }
 
-MOE_API const char* moe_last_error(void) { return t_last_error.c_str(); }
+MOE_API const char* moe_last_error(void) { return last_error_text().c_str(); }
 
 MOE_API const char* moe_version_string(void) {
     return MOE_STR(MOE_VERSION_MAJOR) "." MOE_STR(MOE_VERSION_MINOR) "." MOE_STR(MOE_VERSION_PATCH);
@@ -468,12 +457,19 @@ MOE_API moe_status moe_model_open(const char* path, moe_model** out) {
         m->file = moe::open_model_file(path);
         m->desc = moe::describe_model(m->file);
         m->src = source_of_model(m->file, m->desc);
-        for (const auto& e : m->desc.layout.experts)
-            for (const auto& r : e.ranges) {
-                std::string t(moe::type_name(r.type));
-                if (std::find(m->type_names.begin(), m->type_names.end(), t) == m->type_names.end())
-                    m->type_names.push_back(t);
-            }
+        for (const auto& t : m->file.tensors) {
+            std::string name(moe::type_name(t.type));
+            if (std::find(m->type_names.begin(), m->type_names.end(), name) == m->type_names.end())
+                m->type_names.push_back(name);
+        }
+        m->rope_freq_base = m->desc.rope_freq_base;
+        // transformers v5 writes rope_theta under rope_parameters (as load_model_weights resolves it).
+        const nlohmann::json& cfg = m->file.config;
+        if (cfg.is_object() && !cfg.contains("rope_theta")) {
+            auto rp = cfg.find("rope_parameters");
+            if (rp != cfg.end() && rp->is_object() && rp->contains("rope_theta") && (*rp)["rope_theta"].is_number())
+                m->rope_freq_base = (*rp)["rope_theta"].get<double>();
+        }
         *out = m.release();
     });
 }
@@ -497,6 +493,20 @@ MOE_API moe_status moe_model_get_info(const moe_model* model, moe_model_info* in
         r.total_expert_bytes = model->desc.layout.total_bytes;
         r.arch = s.arch.c_str();
         r.name = s.name.c_str();
+        const moe::model_desc& d = model->desc;
+        r.n_blocks = d.n_layers;
+        r.n_vocab = d.n_vocab;
+        r.n_head = d.n_head;
+        r.n_head_kv = d.n_head_kv;
+        r.head_dim_k = d.head_dim_k;
+        r.head_dim_v = d.head_dim_v;
+        r.n_rot = d.n_rot;
+        r.rope_style = d.rope == moe::rope_style::NORM ? 0 : 1;
+        r.rope_freq_base = float(model->rope_freq_base);
+        r.rms_eps = float(d.rms_eps);
+        r.gating = d.gating == moe::gating_func::SOFTMAX ? 0 : d.gating == moe::gating_func::SIGMOID ? 1 : 2;
+        r.norm_topk = d.norm_topk ? 1 : 0;
+        r.expert_weights_scale = float(d.weights_scale);
         write_versioned(info, r);
     });
 }
@@ -538,6 +548,48 @@ MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t la
         need(bytes, "bytes");
         model->src.check_key(layer, expert);
         *bytes = model->desc.layout.at(layer, expert).bytes;
+    });
+}
+
+MOE_API moe_status moe_model_get_tensor_info(const moe_model* model, const char* name, moe_tensor_info* info) {
+    return guard("moe_model_get_tensor_info", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(model, "model");
+        need(name, "name");
+        check_size(info, "info");
+        const moe::tensor_desc& t = find_tensor(*model, name);
+        moe_tensor_info r{};
+        r.struct_size = sizeof(r);
+        r.type = type_name_of(*model, t.type);
+        r.n_dims = t.n_dims;
+        r.n_elements = 1;
+        for (int i = 0; i < 4; ++i) {
+            r.ne[i] = t.ne[i];
+            r.n_elements *= uint64_t(t.ne[i]);
+        }
+        r.bytes = t.bytes;
+        r.file = t.file;
+        r.file_offset = t.offset;
+        write_versioned(info, r);
+    });
+}
+
+MOE_API moe_status moe_model_read_tensor_f32(const moe_model* model, const char* name, float* dst, size_t capacity) {
+    return guard("moe_model_read_tensor_f32", MOE_ERR_IO, [&] {
+        need(model, "model");
+        need(name, "name");
+        need(dst, "dst");
+        const moe::tensor_desc& t = find_tensor(*model, name);
+        uint64_t n = 1;
+        for (int i = 0; i < 4; ++i) n *= uint64_t(t.ne[i]);
+        if (capacity < n)
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "tensor '{}' has {} elements; dst holds {}", name, n, capacity);
+        if (!moe::dequant_supported(t.type))
+            api_fail(MOE_ERR_UNSUPPORTED, "tensor '{}' has type {}, which cannot be decoded to F32", name,
+                     moe::type_name(t.type));
+        std::vector<uint8_t> raw(t.bytes);
+        read_exact(model->file.paths[size_t(t.file)], t.offset, raw.data(), raw.size());
+        // Rows are whole blocks back to back, so the tensor decodes as one long row.
+        moe::dequantize_row(t.type, raw.data(), dst, int64_t(n));
     });
 }
 
@@ -659,6 +711,11 @@ MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info
         r.high_water_bytes = ctx->tier->bytes_high_water();
         r.policy = ctx->policy.c_str();
         r.reader = ctx->reader_name.c_str();
+        if (ctx->host_tier) {
+            r.host_n_slots = ctx->host_tier->n_slots();
+            r.host_budget_bytes = ctx->host_tier->budget_bytes();
+            r.host_high_water_bytes = ctx->host_tier->bytes_high_water();
+        }
         write_versioned(info, r);
     });
 }
@@ -750,6 +807,16 @@ MOE_API moe_status moe_handle_stream_wait(const moe_handle* h, void* cuda_stream
     return guard("moe_handle_stream_wait", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(h, "handle");
         if (h->failed || !h->pin.valid()) api_fail(MOE_ERR_IO, "the handle's load failed; it holds no data");
+        if (h->ctx->tiered) {
+            // From the host tier the copy into the slot has landed before the load completes: nothing to wait on.
+            if (!h->ctx->tiered->on_device())
+                api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
+            if (!h->pin.ready())
+                api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
+                         h->pin.key().expert, h->pin.key().layer);
+            (void)cuda_stream;
+            return;
+        }
         if (!h->ctx->stream->on_device())
             api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
 #ifdef MOE_HAVE_CUDA
@@ -901,6 +968,33 @@ MOE_API moe_status moe_reset_stats(moe_context* ctx) {
         std::lock_guard<std::mutex> lock(ctx->route_mu);
         std::fill(ctx->routed_rows.begin(), ctx->routed_rows.end(), 0);
         std::fill(ctx->predicted.begin(), ctx->predicted.end(), 0);
+    });
+}
+
+MOE_API moe_status moe_get_level_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats* stats) {
+    return guard("moe_get_level_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(ctx, "ctx");
+        check_size(stats, "stats");
+        if (layer < -1 || layer >= ctx->src.n_layers)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {}) (or -1 for totals)", layer, ctx->src.n_layers);
+        const moe::expert_cache* c = nullptr;
+        if (level == MOE_LEVEL_EXPERT)
+            c = ctx->cache.get();
+        else if (level == MOE_LEVEL_HOST)
+            c = ctx->host_cache.get();
+        else
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
+        if (!c) api_fail(MOE_ERR_OUT_OF_RANGE, "the context has no host tier (options->host_budget_bytes was 0)");
+        const moe::cache_stats cs = c->stats();
+        uint64_t rows = 0, predicted = 0;
+        {
+            std::lock_guard<std::mutex> lock(ctx->route_mu);
+            for (size_t l = 0; l < ctx->routed_rows.size(); ++l)
+                if (layer < 0 || size_t(layer) == l) rows += ctx->routed_rows[l], predicted += ctx->predicted[l];
+        }
+        moe_stats r;
+        fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], rows, predicted);
+        write_versioned(stats, r);
     });
 }
 

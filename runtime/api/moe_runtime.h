@@ -1,6 +1,9 @@
-/* moe_runtime.h: the C API of moe-runtime's expert offloading layer (expert cache + prefetcher + streaming),
- * so another inference engine keeps its own kernels and loop and gets experts larger than VRAM/RAM paged in
- * from the model files on demand.
+/* moe_runtime.h: the C API of moe-runtime. Two layers:
+ *  - the expert offloading layer (expert cache + prefetcher + streaming), so another inference engine keeps its
+ *    own kernels and loop and gets experts larger than VRAM/RAM paged in from the model files on demand
+ *    (moe_model, moe_context, moe_handle);
+ *  - the full runtime, for engines that just want to run a model: load it, tokenize, evaluate, sample, generate
+ *    (moe_engine; see "the full runtime" below).
  *
  * ABI rules: every object is an opaque handle; every function returns a moe_status (0 = MOE_OK) and writes its
  * results through pointers; structs that may grow carry a `struct_size` first field (fill it with sizeof, or
@@ -34,8 +37,11 @@
 extern "C" {
 #endif
 
-/* Bumped when a function or struct field is added; the soname changes only on incompatible changes. */
-#define MOE_API_VERSION 1
+/* Bumped when a function or struct field is added; the soname changes only on incompatible changes.
+ * 2: the full runtime (moe_engine_*, moe_tokenize, moe_eval, moe_generate, moe_sampler_*), the host tier
+ *    (moe_options.host_budget_bytes, moe_get_level_stats), model hyper-parameters in moe_model_info and
+ *    resident tensors (moe_model_get_tensor_info, moe_model_read_tensor_f32). */
+#define MOE_API_VERSION 2
 
 typedef enum moe_status {
     MOE_OK = 0,
@@ -85,6 +91,20 @@ typedef struct moe_model_info {
     uint64_t total_expert_bytes; /* all routed experts */
     const char* arch;            /* "llama", "qwen3moe", ... ("custom" for a layout); owned by the model */
     const char* name;            /* general.name or model_type; owned by the model */
+    /* API version 2: what an engine of its own needs to run the model (see moe_model_read_tensor_f32). */
+    int32_t n_blocks;            /* transformer blocks (the tensor names' blk.N); n_layers counts MoE blocks only */
+    int32_t n_vocab;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim_k;
+    int32_t head_dim_v;
+    int32_t n_rot;               /* dims rotated by RoPE (the first n_rot of each head) */
+    int32_t rope_style;          /* 0: adjacent pairs (x[2i], x[2i+1]) as GGUF llama; 1: halves (NEOX) */
+    float rope_freq_base;
+    float rms_eps;
+    int32_t gating;              /* 0: softmax over all experts; 1: sigmoid; 2: softmax over the selected */
+    int32_t norm_topk;           /* nonzero: the selected weights are renormalised to sum to 1 */
+    float expert_weights_scale;  /* multiplies the selected weights (1 = none) */
 } moe_model_info;
 MOE_API moe_status moe_model_get_info(const moe_model* model, moe_model_info* info);
 
@@ -109,6 +129,25 @@ MOE_API moe_status moe_model_get_expert_parts(const moe_model* model, int32_t la
                                               moe_expert_part* parts, size_t capacity, size_t* n_parts);
 MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert,
                                               uint64_t* bytes);
+
+/* A tensor of the model file by its stored name ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
+ * for engines that compute the resident part (attention, norms, routers, embeddings) themselves. */
+typedef struct moe_tensor_info {
+    uint32_t struct_size; /* sizeof(moe_tensor_info) */
+    const char* type;     /* "F32", "F16", "Q8_0", ...; owned by the model */
+    int32_t n_dims;
+    int64_t ne[4];        /* ggml order: ne[0] is the contiguous dimension (a row); unused dims are 1 */
+    uint64_t n_elements;
+    uint64_t bytes;       /* bytes in the file */
+    int32_t file;
+    uint64_t file_offset;
+} moe_tensor_info;
+/* MOE_ERR_UNKNOWN_NAME when the model has no tensor of that name. */
+MOE_API moe_status moe_model_get_tensor_info(const moe_model* model, const char* name, moe_tensor_info* info);
+/* Reads the tensor as F32 (decoding F16, BF16 and the ggml block types) into dst, which holds `capacity`
+ * floats: MOE_ERR_INVALID_ARGUMENT when capacity < n_elements, MOE_ERR_UNSUPPORTED for a type that cannot be
+ * decoded, MOE_ERR_IO when the bytes cannot be read. */
+MOE_API moe_status moe_model_read_tensor_f32(const moe_model* model, const char* name, float* dst, size_t capacity);
 
 /* ---- hand-made layouts (an engine that parses its own files) -------------------------------------------- */
 
@@ -145,7 +184,10 @@ typedef enum moe_reader_kind {
 typedef struct moe_options {
     uint32_t struct_size;         /* sizeof(moe_options); moe_options_init sets it */
     uint64_t expert_budget_bytes; /* bytes of the expert tier (VRAM for DEVICE); 0 = room for every expert */
-    uint64_t host_budget_bytes;   /* reserved for a host tier under a DEVICE tier; must be 0 in this version */
+    uint64_t host_budget_bytes;   /* pinned host RAM for a second expert level under the expert tier: experts the
+                                     expert tier evicted come back from RAM instead of the file. 0 (default) = none;
+                                     otherwise it must hold at least as many slots as the expert tier
+                                     (MOE_ERR_BUDGET). The pinned bytes never exceed it. */
     const char* policy;           /* eviction policy: "lru" (default when NULL), "lru-layer", "lfu", "lfu-recent" */
     int32_t tier;                 /* moe_tier_kind; default MOE_TIER_RAM */
     int32_t reader;               /* moe_reader_kind; default MOE_READER_AUTO */
@@ -176,6 +218,10 @@ typedef struct moe_context_info {
     uint64_t high_water_bytes; /* most expert bytes ever held (<= budget_bytes) */
     const char* policy;     /* owned by the context */
     const char* reader;     /* what moves the bytes: "io_uring+O_DIRECT", "pread", ...; owned by the context */
+    /* API version 2: the host tier (all 0 without one). */
+    uint32_t host_n_slots;
+    uint64_t host_budget_bytes;
+    uint64_t host_high_water_bytes; /* most expert bytes the host tier ever held (<= host_budget_bytes) */
 } moe_context_info;
 MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info* info);
 
@@ -235,8 +281,166 @@ MOE_API moe_status moe_get_stats(const moe_context* ctx, moe_stats* stats);
 MOE_API moe_status moe_get_layer_stats(const moe_context* ctx, int32_t layer, moe_stats* stats);
 MOE_API moe_status moe_reset_stats(moe_context* ctx);
 
+/* The cache levels: the expert tier (what handles point into) and the host tier under it. A hit at the host
+ * level is an expert the expert tier missed and RAM still held ("RAM hit"); a host miss went to the file. */
+typedef enum moe_level {
+    MOE_LEVEL_EXPERT = 0,
+    MOE_LEVEL_HOST = 1
+} moe_level;
+/* Statistics of one level, of one layer or (layer = -1) totals. MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST when the
+ * context has no host tier. routed_rows and predicted are those of moe_route at both levels. */
+MOE_API moe_status moe_get_level_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats* stats);
+
 /* Writes every row moe_route recorded so far as a moe-trace v1 file (replayable by `moe sim`). */
 MOE_API moe_status moe_trace_write(const moe_context* ctx, const char* path);
+
+/* ==== the full runtime ======================================================================================= *
+ *
+ * For engines that just want to run a model: the engine loads the resident weights, builds the expert cache
+ * (and the host tier under it), the forward pass and its KV cache, and evaluates tokens; every expert goes
+ * through the cache. Minimal use:
+ *     moe_engine_options o; moe_engine_options_init(&o); o.expert_budget_bytes = 8ull << 30;
+ *     moe_engine* e; moe_engine_create("model.gguf", &o, &e);
+ *     int32_t ids[256]; size_t n; moe_tokenize(e, "Hello", 5, 1, 0, ids, 256, &n);
+ *     moe_sampler_params sp; moe_sampler_params_init(&sp);               // greedy
+ *     int32_t out[64]; size_t n_out;
+ *     moe_generate(e, ids, n, 64, &sp, on_token, user, out, 64, &n_out); // on_token may be NULL
+ *     moe_engine_destroy(e);
+ * One engine holds one sequence and is not thread-safe: call it from one thread at a time. */
+
+typedef struct moe_engine moe_engine;   /* a model loaded for inference, with its expert cache and KV cache */
+typedef struct moe_sampler moe_sampler; /* token sampling state (random generator, recent tokens) */
+
+typedef enum moe_prefetch_mode {
+    MOE_PREFETCH_NONE = 0,
+    MOE_PREFETCH_SPEC = 1,    /* speculative gating: later layers' routers on the current hidden state */
+    MOE_PREFETCH_HISTORY = 2, /* co-activation history */
+    MOE_PREFETCH_BOTH = 3     /* spec's guesses first, then history's */
+} moe_prefetch_mode;
+
+typedef struct moe_engine_options {
+    uint32_t struct_size;         /* sizeof(moe_engine_options); moe_engine_options_init sets it */
+    uint64_t expert_budget_bytes; /* memory for expert slots (RAM in this CPU build); 0 = room for every expert.
+                                     MOE_ERR_BUDGET below one layer's top_k experts */
+    uint64_t host_budget_bytes;   /* pinned host RAM for a second expert level under the first (0 = none); at
+                                     least as many slots as the expert budget (MOE_ERR_BUDGET) */
+    const char* policy;           /* eviction policy of the expert tier: NULL = "lru", "lru-layer", "lfu", "lfu-recent" */
+    int32_t reader;               /* moe_reader_kind; default MOE_READER_AUTO */
+    int32_t n_threads;            /* CPU threads (0 = one per hardware thread); default 1; never changes results */
+    int32_t n_ctx;                /* KV cache positions of the sequence; default 2048 */
+    int32_t n_batch;              /* tokens of a prompt evaluated together (each expert loaded once per batch);
+                                     default 32; never changes results */
+    int32_t prefetch;             /* moe_prefetch_mode; default MOE_PREFETCH_NONE (docs/prefetch.md) */
+    int32_t prefetch_depth;       /* MoE layers predicted ahead at each layer; default 1 */
+    int32_t prefetch_k;           /* experts guessed per predicted layer; default 0 = top_k */
+} moe_engine_options;
+MOE_API moe_status moe_engine_options_init(moe_engine_options* opts);
+
+/* Loads `path` (as moe_model_open reads it). MOE_ERR_IO / MOE_ERR_FORMAT as moe_model_open; MOE_ERR_UNSUPPORTED
+ * for an architecture without a forward pass here; MOE_ERR_BUDGET, MOE_ERR_UNKNOWN_NAME for the options. */
+MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options* opts, moe_engine** out);
+MOE_API void moe_engine_destroy(moe_engine* engine); /* NULL is fine */
+
+typedef struct moe_engine_info {
+    uint32_t struct_size;    /* sizeof(moe_engine_info) */
+    int32_t n_vocab;
+    int32_t n_ctx;
+    int32_t n_embd;
+    int32_t n_layers;        /* MoE layers (the layer index of the statistics) */
+    int32_t n_experts;
+    int32_t top_k;
+    int32_t has_tokenizer;   /* 0: the model has no tokenizer metadata (use token ids) */
+    int32_t bos;             /* -1 when none (or no tokenizer) */
+    int32_t eos;
+    uint32_t n_slots;        /* expert slots of the expert tier */
+    uint64_t slot_bytes;
+    uint32_t host_n_slots;   /* 0 without a host tier */
+    uint64_t resident_bytes; /* attention, embeddings, routers, norms (held in full) */
+    uint64_t workspace_bytes; /* KV cache and activations */
+    const char* arch;        /* owned by the engine */
+    const char* name;
+    const char* policy;
+} moe_engine_info;
+MOE_API moe_status moe_engine_get_info(const moe_engine* engine, moe_engine_info* info);
+
+/* -- text ---------------------------------------------------------------------------------------------------- *
+ * Every function here returns MOE_ERR_UNSUPPORTED when the model has no tokenizer. Outputs follow one rule:
+ * the full count is written to *n_tokens / *n_bytes, at most `capacity` elements are written (call with
+ * capacity 0 to size the buffer), and text is NUL-terminated when capacity > *n_bytes. */
+
+/* Text (text_len bytes, any bytes accepted) -> token ids. add_special: BOS/EOS as the model's metadata says;
+ * parse_special: control-token texts in the input become their ids. */
+MOE_API moe_status moe_tokenize(const moe_engine* engine, const char* text, size_t text_len, int add_special,
+                                int parse_special, int32_t* tokens, size_t capacity, size_t* n_tokens);
+/* Token ids -> text. special: control tokens render as their text (else as nothing, and a leading BOS is
+ * dropped). */
+MOE_API moe_status moe_detokenize(const moe_engine* engine, const int32_t* tokens, size_t n, int special, char* text,
+                                  size_t capacity, size_t* n_bytes);
+/* One token's bytes, as `moe run` prints them while generating. */
+MOE_API moe_status moe_token_to_piece(const moe_engine* engine, int32_t token, int special, char* text,
+                                      size_t capacity, size_t* n_bytes);
+/* *is_eog = 1 for an end-of-generation token (EOS, EOT, ...). */
+MOE_API moe_status moe_token_is_eog(const moe_engine* engine, int32_t token, int* is_eog);
+
+/* -- evaluation ---------------------------------------------------------------------------------------------- */
+
+/* Starts a new sequence at position 0 (the expert cache keeps what it holds). */
+MOE_API moe_status moe_engine_reset(moe_engine* engine);
+/* Positions the sequence holds. */
+MOE_API moe_status moe_engine_n_past(const moe_engine* engine, int32_t* n_past);
+/* Evaluates n tokens after what the sequence holds (in batches of n_batch). logits may be NULL; otherwise it
+ * receives the last token's n_vocab logits, or, when all_positions is nonzero, (n, n_vocab) logits of every
+ * token. Bit-identical whatever n_batch, budget, policy or prefetch. MOE_ERR_OUT_OF_RANGE for a token outside
+ * the vocabulary or a sequence that would pass n_ctx (nothing is evaluated then); MOE_ERR_IO when an expert
+ * load failed (the sequence is unchanged). */
+MOE_API moe_status moe_eval(moe_engine* engine, const int32_t* tokens, size_t n, int all_positions, float* logits);
+/* Evaluates one token; *logits (may be NULL) points at its n_vocab logits, valid until the next evaluation. */
+MOE_API moe_status moe_decode(moe_engine* engine, int32_t token, const float** logits);
+/* The n_vocab logits of the last token evaluated (valid until the next evaluation); MOE_ERR_NOT_READY before
+ * any. */
+MOE_API moe_status moe_get_logits(const moe_engine* engine, const float** logits);
+
+/* -- sampling and generation --------------------------------------------------------------------------------- */
+
+/* llama.cpp's chain: repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw. Deterministic: one
+ * seed gives the same tokens on every platform. */
+typedef struct moe_sampler_params {
+    uint32_t struct_size;  /* sizeof(moe_sampler_params); moe_sampler_params_init sets it */
+    float temperature;     /* <= 0: greedy (argmax, lowest id on ties); default 0 */
+    int32_t top_k;         /* <= 0: off (default) */
+    float top_p;           /* (0, 1]; 1: off (default) */
+    float min_p;           /* [0, 1]; 0: off (default) */
+    float repeat_penalty;  /* > 0; 1: off (default) */
+    int32_t repeat_last_n; /* tokens the penalty looks back over; default 64 (0: none, -1: all) */
+    uint64_t seed;         /* default 0 */
+} moe_sampler_params;
+MOE_API moe_status moe_sampler_params_init(moe_sampler_params* params);
+
+MOE_API moe_status moe_sampler_create(const moe_sampler_params* params, moe_sampler** out);
+MOE_API void moe_sampler_destroy(moe_sampler* sampler); /* NULL is fine */
+/* Remembers a token (prompt or generated) for the repetition penalty. */
+MOE_API moe_status moe_sampler_accept(moe_sampler* sampler, int32_t token);
+/* Picks a token from n_vocab logits (does not accept it). */
+MOE_API moe_status moe_sampler_sample(moe_sampler* sampler, const float* logits, int32_t n_vocab, int32_t* token);
+
+/* Called for each generated token with its text (empty without a tokenizer; not NUL-terminated); return
+ * nonzero to stop after this token. */
+typedef int (*moe_token_callback)(int32_t token, const char* piece, size_t piece_bytes, void* user);
+
+/* The loop `moe run` runs: resets the sequence, evaluates the prompt (n_prompt >= 1 ids), then samples and
+ * decodes until n_predict tokens, an end-of-generation token (not emitted), a full context, or the callback
+ * asks to stop. Writes up to `capacity` generated ids to `tokens` (may be NULL with capacity 0) and the count
+ * to *n_generated. params NULL: greedy. */
+MOE_API moe_status moe_generate(moe_engine* engine, const int32_t* prompt, size_t n_prompt, int32_t n_predict,
+                                const moe_sampler_params* params, moe_token_callback callback, void* user,
+                                int32_t* tokens, size_t capacity, size_t* n_generated);
+
+/* -- statistics ---------------------------------------------------------------------------------------------- */
+
+/* Cache statistics of one level (moe_level) of the engine, of one MoE layer or (layer = -1) totals.
+ * MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST without a host tier. routed_rows and predicted are 0 (the engine
+ * routes internally). */
+MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level, int32_t layer, moe_stats* stats);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,15 @@
 // moe_runtime.hpp: a thin header-only C++ RAII wrapper over the C API (moe_runtime.h). Failures throw
 // moe_rt::error (status + the library's detailed message) on the caller's side of the boundary; objects free
-// themselves; a handle unpins its expert when it goes out of scope.
+// themselves; a handle unpins its expert when it goes out of scope. moe_rt::engine wraps the full runtime.
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -56,6 +59,18 @@ public:
         for (auto& p : parts) p.struct_size = sizeof(p);
         check(moe_model_get_expert_parts(_m, layer, expert, parts.data(), parts.size(), &n));
         return parts;
+    }
+    moe_tensor_info tensor_info(const std::string& name) const {
+        moe_tensor_info t{};
+        t.struct_size = sizeof(t);
+        check(moe_model_get_tensor_info(_m, name.c_str(), &t));
+        return t;
+    }
+    // The tensor decoded to F32.
+    std::vector<float> read_tensor(const std::string& name) const {
+        std::vector<float> v(tensor_info(name).n_elements);
+        check(moe_model_read_tensor_f32(_m, name.c_str(), v.data(), v.size()));
+        return v;
     }
     const moe_model* get() const { return _m; }
 
@@ -162,6 +177,13 @@ public:
         return s;
     }
     void reset_stats() { check(moe_reset_stats(_c)); }
+    // level: MOE_LEVEL_EXPERT or MOE_LEVEL_HOST; layer -1: totals.
+    moe_stats level_stats(int level, int layer = -1) const {
+        moe_stats s{};
+        s.struct_size = sizeof(s);
+        check(moe_get_level_stats(_c, level, layer, &s));
+        return s;
+    }
     moe_context_info info() const {
         moe_context_info i{};
         i.struct_size = sizeof(i);
@@ -173,6 +195,122 @@ public:
 
 private:
     moe_context* _c = nullptr;
+};
+
+inline moe_engine_options default_engine_options() {
+    moe_engine_options o;
+    check(moe_engine_options_init(&o));
+    return o;
+}
+
+inline moe_sampler_params greedy() {
+    moe_sampler_params p;
+    check(moe_sampler_params_init(&p));
+    return p;
+}
+
+class sampler {
+public:
+    explicit sampler(const moe_sampler_params& p) { check(moe_sampler_create(&p, &_s)); }
+    sampler(sampler&& o) noexcept : _s(std::exchange(o._s, nullptr)) {}
+    sampler& operator=(sampler&& o) noexcept {
+        std::swap(_s, o._s);
+        return *this;
+    }
+    ~sampler() { moe_sampler_destroy(_s); }
+
+    void accept(int32_t token) { check(moe_sampler_accept(_s, token)); }
+    int32_t sample(std::span<const float> logits) {
+        int32_t t = 0;
+        check(moe_sampler_sample(_s, logits.data(), int32_t(logits.size()), &t));
+        return t;
+    }
+
+private:
+    moe_sampler* _s = nullptr;
+};
+
+// The full runtime: a loaded model with its expert cache and KV cache.
+class engine {
+public:
+    engine(const std::string& path, const moe_engine_options& o) { check(moe_engine_create(path.c_str(), &o, &_e)); }
+    engine(engine&& o) noexcept : _e(std::exchange(o._e, nullptr)) {}
+    engine& operator=(engine&& o) noexcept {
+        std::swap(_e, o._e);
+        return *this;
+    }
+    ~engine() { moe_engine_destroy(_e); }
+
+    moe_engine_info info() const {
+        moe_engine_info i{};
+        i.struct_size = sizeof(i);
+        check(moe_engine_get_info(_e, &i));
+        return i;
+    }
+    std::vector<int32_t> tokenize(const std::string& text, bool add_special = true, bool parse_special = false) const {
+        size_t n = 0;
+        check(moe_tokenize(_e, text.data(), text.size(), add_special, parse_special, nullptr, 0, &n));
+        std::vector<int32_t> ids(n);
+        check(moe_tokenize(_e, text.data(), text.size(), add_special, parse_special, ids.data(), ids.size(), &n));
+        return ids;
+    }
+    std::string detokenize(std::span<const int32_t> ids, bool special = false) const {
+        size_t n = 0;
+        check(moe_detokenize(_e, ids.data(), ids.size(), special, nullptr, 0, &n));
+        std::string s(n, '\0');
+        check(moe_detokenize(_e, ids.data(), ids.size(), special, s.data(), s.size(), &n));
+        return s;
+    }
+    void reset() { check(moe_engine_reset(_e)); }
+    // Evaluates after what the sequence holds; returns the last token's logits (all_positions: every token's).
+    std::vector<float> eval(std::span<const int32_t> ids, bool all_positions = false) {
+        std::vector<float> out(size_t(info().n_vocab) * (all_positions ? ids.size() : 1));
+        check(moe_eval(_e, ids.data(), ids.size(), all_positions, out.data()));
+        return out;
+    }
+    // One token; the logits stay valid until the next evaluation.
+    std::span<const float> decode(int32_t token) {
+        const float* l = nullptr;
+        check(moe_decode(_e, token, &l));
+        return {l, size_t(info().n_vocab)};
+    }
+    // Generates up to n_predict tokens after `prompt`; on_token (optional) sees each token and its text and
+    // returns true to stop.
+    std::vector<int32_t> generate(std::span<const int32_t> prompt, int n_predict, const moe_sampler_params& p,
+                                  const std::function<bool(int32_t, std::string_view)>& on_token = {}) {
+        std::vector<int32_t> out(size_t(n_predict > 0 ? n_predict : 0));
+        size_t n = 0;
+        struct call {
+            const std::function<bool(int32_t, std::string_view)>* fn;
+            std::exception_ptr thrown;
+        } c{&on_token, nullptr};
+        auto trampoline = [](int32_t t, const char* piece, size_t bytes, void* user) -> int {
+            auto* cl = static_cast<call*>(user);
+            try {
+                return (*cl->fn)(t, std::string_view(piece, bytes)) ? 1 : 0;
+            } catch (...) {
+                cl->thrown = std::current_exception();  // must not unwind through the C library: stop, rethrow
+                return 1;
+            }
+        };
+        const moe_status st = moe_generate(_e, prompt.data(), prompt.size(), n_predict, &p,
+                                           on_token ? +trampoline : nullptr, &c, out.data(), out.size(), &n);
+        if (c.thrown) std::rethrow_exception(c.thrown);
+        check(st);
+        out.resize(n);
+        return out;
+    }
+    // level: MOE_LEVEL_EXPERT or MOE_LEVEL_HOST; layer -1: totals.
+    moe_stats stats(int level = MOE_LEVEL_EXPERT, int layer = -1) const {
+        moe_stats s{};
+        s.struct_size = sizeof(s);
+        check(moe_engine_get_stats(_e, level, layer, &s));
+        return s;
+    }
+    moe_engine* get() const { return _e; }
+
+private:
+    moe_engine* _e = nullptr;
 };
 
 }  // namespace moe_rt

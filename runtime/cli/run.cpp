@@ -3,9 +3,11 @@
 // stderr. --trace records every routing decision (prompt and generated tokens) as moe-trace v1 so `moe sim` can
 // replay the run; --stats-json writes the tokens and figures for scripts and tests.
 //
-// This build computes on the CPU, so the "VRAM budget" is the RAM given to expert slots (engine_config::
-// expert_budget_bytes); the resident weights (attention, embeddings, routers) are held in full besides it.
+// --backend cuda (the default where a GPU is usable) puts the resident weights and the expert slots in VRAM;
+// --backend cpu computes on the CPU, and the "VRAM budget" is then the RAM given to expert slots (engine_config::
+// expert_budget_bytes), the resident weights (attention, embeddings, routers) held in full besides it.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -22,7 +24,11 @@
 #include "cache/trace.h"
 #include "common/error.h"
 #include "common/units.h"
+#include "runtime/auto_budget.h"
+#include "runtime/backend_cuda.h"
+#include "runtime/chat_template.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/progress.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/sampler.h"
@@ -71,6 +77,64 @@ double rate(uint64_t n, double s) {
     return s > 0.0 ? double(n) / s : 0.0;
 }
 
+// The prefetcher's part of the summary (definitions: docs/prefetch.md): overall, then one entry per MoE layer.
+std::string prefetch_summary(const cache_stats& cs, std::span<const prefetcher_layer_stats> pf, int depth,
+                             int per_layer) {
+    const layer_stats tot = cs.total();
+    prefetcher_layer_stats pt;
+    for (const auto& p : pf) pt += p;
+    std::string s = fmt::format(
+        "prefetch   depth {}, {} per layer: recall {:.1f}%, precision {:.1f}%, prediction recall {:.1f}%; {} loads, "
+        "{} used ({} in time, {} joined while loading), {} wasted ({} evicted unused = {}, {} cancelled)\n",
+        depth, per_layer, 100.0 * tot.prefetch_recall(), 100.0 * tot.prefetch_precision(),
+        100.0 * pt.prediction_recall(), tot.prefetch_loads, tot.prefetch_used(), tot.prefetch_hits, tot.prefetch_joins,
+        tot.prefetch_wasted(), tot.prefetch_unused_evictions, format_bytes(tot.prefetch_unused_bytes),
+        tot.cancelled_loads);
+    s += "pf layer   recall/precision/wasted:";
+    for (size_t l = 0; l < cs.layers.size(); ++l) {
+        const layer_stats& L = cs.layers[l];
+        s += fmt::format(" {}:{:.0f}%/{:.0f}%/{}", l, 100.0 * L.prefetch_recall(), 100.0 * L.prefetch_precision(),
+                         format_bytes(L.prefetch_unused_bytes));
+    }
+    return s + "\n";
+}
+
+// Without --vram-budget (runtime/auto_budget.h): the expert budget from the free memory of the memory the backend
+// computes in (VRAM for CUDA, RAM for the CPU) and, with a GPU backend and no --host-budget, a host tier from free
+// RAM. Sets ec's budgets; returns what was chosen and why, for stderr.
+std::string size_budgets_from_free_memory(const std::string& model_path, const model_desc& desc, engine_config& ec,
+                                          bool host_given) {
+    const bool cuda =
+        ec.backend == backend_kind::CUDA || (ec.backend == backend_kind::AUTO && cuda_backend_available());
+    const memory_need need = estimate_memory_need(open_model_file(model_path), desc, ec.n_ctx, ec.n_batch, cuda);
+    const std::optional<free_memory> mem = cuda ? free_vram() : available_ram();
+    if (!mem)
+        fail("{}: no --vram-budget given, and {} cannot be read to size one; pass --vram-budget", model_path,
+             cuda ? "the GPU's free memory" : "/proc/meminfo");
+    const uint64_t slot = engine::slot_bytes_for(desc);
+    const uint32_t n_total = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
+    const budget_choice c =
+        choose_expert_budget(*mem, need, slot, n_total, uint32_t(desc.n_experts_used), model_path);
+    ec.expert_budget_bytes = c.budget_bytes;
+    std::string s = fmt::format(
+        "moe run: no --vram-budget given: {} for expert slots in {} = {} slots of {} ({:.1f}% of the {} experts{}), "
+        "sized from {}\n",
+        format_bytes(c.budget_bytes), cuda ? "VRAM" : "RAM", c.n_slots, format_bytes(slot),
+        100.0 * double(c.n_slots) / double(std::max(1u, n_total)), n_total, c.every_expert ? ": every expert fits" : "",
+        c.explain);
+    if (cuda && !host_given)
+        if (const std::optional<free_memory> ram = available_ram())
+            if (const auto h = choose_host_budget(*ram, need.resident_bytes, slot, n_total, c.n_slots)) {
+                ec.host_budget_bytes = h->budget_bytes;
+                s += fmt::format(
+                    "moe run: no --host-budget given: {} of pinned RAM for a host tier = {} slots ({:.1f}% of the "
+                    "experts), sized as {}\n",
+                    format_bytes(h->budget_bytes), h->n_slots, 100.0 * double(h->n_slots) / double(n_total),
+                    h->explain);
+            }
+    return s;
+}
+
 }  // namespace
 
 int run_run(int argc, char** argv) {
@@ -81,7 +145,7 @@ int run_run(int argc, char** argv) {
         "moe run"};
     std::string model_path, prompt, prompt_ids_text, budget_text, policy = "lru", prefetch = "none";
     std::string trace_path, stats_path;
-    int n_predict = 32, n_threads = 1, n_ctx = 0;
+    int n_predict = 32, n_threads = 1, n_ctx = 0, prefetch_depth = 1, prefetch_k = 0;
     sampler_config sc;
     app.add_option("-m,--model", model_path,
                    "model file: .gguf (first shard of a split set), .safetensors, or a "
@@ -92,16 +156,37 @@ int run_run(int argc, char** argv) {
                                    "the prompt as comma-separated token ids (e.g. 1,17,42), for models without a "
                                    "tokenizer; nothing is added");
     p_opt->excludes(ids_opt);
+    bool chat = false;
+    app.add_flag("--chat", chat,
+                 "wrap the prompt in the model's chat template (tokenizer.chat_template, or the architecture's when "
+                 "the file has none) as one user turn followed by the assistant prefix")
+        ->excludes(ids_opt);
+    std::string host_budget_text;
+    app.add_option("--host-budget", host_budget_text,
+                   "pinned host RAM for a second level of expert slots under the first (experts evicted from the "
+                   "first stay there, so a miss is a memory copy instead of a file read), e.g. 32G. Default: none, "
+                   "except with a GPU backend and no --vram-budget, where it is sized from free RAM");
     app.add_option("-n,--n-predict", n_predict, "most tokens to generate (stops earlier at an end-of-generation token)")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
     app.add_option("--vram-budget", budget_text,
-                   "memory for expert slots, e.g. 64K, 512M, 8G. In this CPU-only build it is the RAM given to "
-                   "the expert cache (resident weights come on top). Default: unlimited (every expert gets a slot)");
+                   "memory for expert slots, e.g. 64K, 512M, 8G: VRAM with the cuda backend, RAM given to the "
+                   "expert cache with the cpu backend (resident weights come on top). Default: sized from free memory (free VRAM "
+                   "with a GPU backend, MemAvailable on the CPU) after the resident weights, KV cache and a margin, "
+                   "at most every expert; what it chose is printed");
     app.add_option("--policy", policy, "eviction policy of the expert cache (lru, lfu, ...: see moe sim --help)")
         ->capture_default_str();
-    app.add_option("--prefetch", prefetch, "none, or spec: speculatively load the next layer's experts")
-        ->check(CLI::IsMember({"none", "spec"}))
+    app.add_option("--prefetch", prefetch,
+                   "load experts before they are needed (decode): none; spec, the next layers' routers applied to "
+                   "the current hidden state; history, experts that followed the current ones before; both "
+                   "(docs/prefetch.md)")
+        ->check(CLI::IsMember({"none", "spec", "history", "both"}))
+        ->capture_default_str();
+    app.add_option("--prefetch-depth", prefetch_depth, "MoE layers predicted ahead at each layer")
+        ->check(CLI::Range(1, 1 << 16))
+        ->capture_default_str();
+    app.add_option("--prefetch-k", prefetch_k, "experts guessed per predicted layer (0 = the model's top-k)")
+        ->check(CLI::Range(0, 1 << 16))
         ->capture_default_str();
     app.add_option("--trace", trace_path, "write every routing decision (prompt and generated tokens) as moe-trace v1");
     app.add_option("--stats-json", stats_path, "write generated tokens, text and cache figures as JSON");
@@ -121,6 +206,12 @@ int run_run(int argc, char** argv) {
     app.add_option("--repeat-penalty", sc.repeat_penalty,
                    "llama.cpp repetition penalty over the last 64 tokens (1 = off)")
         ->check(CLI::Range(0.0f, 100.0f))
+        ->capture_default_str();
+    std::string backend_text = "auto";
+    app.add_option("--backend", backend_text,
+                   "where the model computes: cuda (expert slots and resident weights in VRAM), cpu (RAM), or auto "
+                   "(cuda when a GPU is usable)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
     app.add_option("--threads", n_threads, "CPU threads for the matrix products (0 = one per hardware thread)")
         ->check(CLI::Range(0, 4096))
@@ -145,10 +236,16 @@ int run_run(int argc, char** argv) {
 
     std::optional<uint64_t> budget;
     if (!budget_text.empty()) budget = parse_bytes(budget_text, "--vram-budget");
-    if (budget && *budget == 0) fail("--vram-budget 0: expected a positive size (leave the flag out for unlimited)");
+    if (budget && *budget == 0)
+        fail("--vram-budget 0: expected a positive size (leave the flag out to size it from free memory)");
+    std::optional<uint64_t> host_budget;
+    if (!host_budget_text.empty()) host_budget = parse_bytes(host_budget_text, "--host-budget");
+    if (host_budget && *host_budget == 0)
+        fail("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
 
     // The tokenizer and the budget check come first: a refusal should not wait for the weights to load.
     std::optional<tokenizer> tok;
+    std::optional<chat_template> chat_tpl;
     model_desc desc;
     {
         model_file mf = open_model_file(model_path);
@@ -160,6 +257,7 @@ int run_run(int argc, char** argv) {
                 fail("{}: cannot encode the prompt text: {}; pass the prompt as token ids with --prompt-ids",
                      model_path, e.what());
             }
+            if (chat) chat_tpl = chat_template_of(mf, desc.architecture, model_path);
         } else {
             try {
                 tok = tokenizer::from_model_file(mf);  // only to print text; ids are printed without one
@@ -188,27 +286,44 @@ int run_run(int argc, char** argv) {
                 format_bytes(need), need);
     }
 
-    // With lru-layer, a speculative prefetch still loading holds a slot of the NEXT layer's share, and that share
-    // cannot borrow from other layers: unless each share holds two layers' top-k, a demand can find every slot
-    // of its share pinned or loading. Generation goes on without prefetch then.
-    bool use_prefetch = prefetch == "spec";
+    if (prefetch_k > desc.n_experts)
+        fail("--prefetch-k {}: expected 0 (= top-k) up to the model's {} experts per layer", prefetch_k,
+             desc.n_experts);
+    // With lru-layer, prefetches still loading hold slots of their layer's share (the prefetcher starts at most
+    // --prefetch-k loads per layer and step), and a share cannot borrow from other layers: unless each share holds
+    // top-k plus those, a demand can find every slot of its share pinned or loading. Generation goes on without
+    // prefetch then.
+    bool use_prefetch = prefetch != "none";
+    const int per_layer = prefetch_k ? prefetch_k : desc.n_experts_used;
     if (use_prefetch && budget && policy == "lru-layer") {
         const uint64_t n_slots = *budget / engine::slot_bytes_for(desc);
         const uint64_t share = n_slots / uint64_t(std::max(1, desc.layout.n_moe_layers));
-        if (share < 2 * uint64_t(desc.n_experts_used)) {
+        const uint64_t need = uint64_t(desc.n_experts_used) + uint64_t(per_layer);
+        if (share < need) {
             warn_once("run.lru_layer_prefetch",
-                      fmt::format("--prefetch spec turned off: --policy lru-layer gives each MoE layer {} slot(s) "
+                      fmt::format("--prefetch {} turned off: --policy lru-layer gives each MoE layer {} slot(s) "
                                   "of --vram-budget {}, fewer than the {} a prefetch beside a demand needs",
-                                  share, format_bytes(*budget), 2 * desc.n_experts_used));
+                                  prefetch, share, format_bytes(*budget), need));
             use_prefetch = false;
             prefetch = "none (off: lru-layer share too small)";
         }
     }
 
     std::vector<int> prompt_tokens;
+    std::string prompt_text;  // what the tokenizer encoded: the prompt, or with --chat the templated chat
     if (!prompt.empty()) {
-        for (int32_t t : tok->encode(prompt, true, false)) prompt_tokens.push_back(int(t));
+        // --chat: the template writes BOS/EOS where it wants them and its markers are special tokens, so encode
+        // as transformers' apply_chat_template(tokenize=True) does: nothing added, special tokens parsed.
+        const auto special_text = [&](int32_t id) { return id >= 0 ? tok->text(id) : std::string(); };
+        prompt_text =
+            chat_tpl ? apply_chat_template(*chat_tpl, prompt, special_text(tok->bos_id()), special_text(tok->eos_id()))
+                     : prompt;
+        for (int32_t t : tok->encode(prompt_text, !chat_tpl, chat_tpl.has_value())) prompt_tokens.push_back(int(t));
         if (prompt_tokens.empty()) fail("-p: the prompt encodes to no tokens");
+        if (chat_tpl)
+            std::fprintf(stderr, "moe run: --chat: %s template from %s: %zu prompt tokens\n",
+                         std::string(chat_style_name(chat_tpl->style)).c_str(), chat_tpl->origin.c_str(),
+                         prompt_tokens.size());
     } else {
         prompt_tokens = parse_ids(prompt_ids_text, desc.n_vocab);
     }
@@ -222,14 +337,38 @@ int run_run(int argc, char** argv) {
     ec.n_ctx = n_ctx;
     ec.expert_budget_bytes = budget.value_or(0);
     ec.policy = policy;
-    ec.prefetch = use_prefetch;
+    if (use_prefetch) {
+        ec.prefetch.mode = parse_prefetch_mode(prefetch, "--prefetch");
+        ec.prefetch.depth = prefetch_depth;
+        ec.prefetch.per_layer = prefetch_k;
+    }
     ec.n_threads = n_threads;
+    ec.backend = backend_text == "cpu"    ? backend_kind::CPU
+                 : backend_text == "cuda" ? backend_kind::CUDA
+                                          : backend_kind::AUTO;
+    ec.host_budget_bytes = host_budget.value_or(0);
+    const bool budget_auto = !budget;
+    if (budget_auto) {
+        std::fputs(size_budgets_from_free_memory(model_path, desc, ec, host_budget.has_value()).c_str(), stderr);
+        budget = ec.expert_budget_bytes;
+    }
+    // The host tier sits under the expert slots and needs at least as many slots (engine.h); refuse before loading.
+    if (host_budget) {
+        const uint64_t slot = engine::slot_bytes_for(desc);
+        const uint64_t n_total = uint64_t(desc.layout.n_moe_layers) * uint64_t(desc.layout.n_experts);
+        const uint64_t above = std::min(*budget / slot, n_total);
+        if (*host_budget / slot < above)
+            fail(
+                "{}: --host-budget {} ({} bytes) holds {} slot(s) of {}, fewer than the {} expert slot(s) of the "
+                "{} above it; the host tier needs at least {} ({} bytes)",
+                model_path, format_bytes(*host_budget), *host_budget, *host_budget / slot, format_bytes(slot), above,
+                budget_auto ? "budget sized from free memory" : "--vram-budget", format_bytes(above * slot),
+                above * slot);
+    }
+    ec.load_progress = load_progress_reporter("moe run", ::isatty(::fileno(stderr)) != 0);
     const auto t_load = clock_type::now();
     engine eng(model_path, ec);
     const double load_s = seconds_since(t_load);
-    if (!budget)
-        std::fprintf(stderr, "moe run: no --vram-budget given: unlimited, every one of the %d experts gets a slot\n",
-                     desc.layout.n_moe_layers * desc.layout.n_experts);
 
     routing_trace trace;
     trace.model = trace_model_name(desc.name);
@@ -295,7 +434,8 @@ int run_run(int argc, char** argv) {
     std::string s;
     s += fmt::format("\n--- moe run: {} ({} MoE layers x {} experts, top-{})\n", model_path, desc.layout.n_moe_layers,
                      desc.layout.n_experts, desc.n_experts_used);
-    s += fmt::format("load       {:.3f} s, resident weights {}\n", load_s, format_bytes(eng.resident_bytes()));
+    s += fmt::format("load       {:.3f} s, resident weights {}, backend {}\n", load_s, format_bytes(eng.resident_bytes()),
+                     eng.backend_name());
     s += fmt::format("prompt     {} tokens in {:.3f} s = {:.1f} tokens/s\n", prompt_tokens.size(), prompt_s,
                      rate(prompt_tokens.size(), prompt_s));
     s += fmt::format("decode     {} tokens generated{}, {} evaluated in {:.3f} s = {:.1f} tokens/s\n", generated.size(),
@@ -314,6 +454,15 @@ int run_run(int argc, char** argv) {
     s += "\n";
     s += fmt::format("loaded     {} ({} bytes) in {} loads; {:.3f} ms waiting on loads\n",
                      format_bytes(tot.bytes_loaded), tot.bytes_loaded, tot.loads, double(tot.wait_ns) / 1e6);
+    const layer_stats host = eng.host_stats().total();
+    if (eng.has_host_tier())
+        s += fmt::format(
+            "host tier  {} slots = {} pinned RAM: {:.1f}% of the misses above served from RAM ({} hits, {} misses), "
+            "{} read from the file\n",
+            eng.n_host_slots(), format_bytes(uint64_t(eng.n_host_slots()) * slot_bytes), 100.0 * host.hit_rate(),
+            host.hits, host.misses, format_bytes(host.bytes_loaded));
+    const auto pf_layers = eng.prefetch_stats();
+    if (!pf_layers.empty()) s += prefetch_summary(cs, pf_layers, prefetch_depth, per_layer);
     std::fputs(s.c_str(), stderr);
 
     if (!trace_path.empty()) {
@@ -324,6 +473,8 @@ int run_run(int argc, char** argv) {
         json j;
         j["model"] = model_path;
         j["prompt_tokens"] = prompt_tokens;
+        j["prompt_text"] = prompt.empty() ? json(nullptr) : json(prompt_text);
+        j["chat_template"] = chat_tpl ? json(std::string(chat_style_name(chat_tpl->style))) : json(nullptr);
         j["tokens"] = generated;
         j["text"] = tok ? json(text) : json(nullptr);
         j["stopped_at_eog"] = stopped_eog;
@@ -333,9 +484,20 @@ int run_run(int argc, char** argv) {
         j["prompt_s"] = prompt_s;
         j["decode_s"] = decode_s;
         j["n_decoded"] = n_decoded;
-        j["prefetch_recall"] = nullptr;  // not measured: the cache counts prefetch hits, not what prefetch missed
+        // docs/prefetch.md defines these; all 0 with --prefetch none (no needed expert came from a prefetch).
+        prefetcher_layer_stats pf_tot;
+        for (const auto& p : pf_layers) pf_tot += p;
+        j["prefetch_recall"] = tot.prefetch_recall();
+        j["prefetch_precision"] = tot.prefetch_precision();
+        j["prefetch_wasted_bytes"] = tot.prefetch_unused_bytes;
+        j["prefetch_wasted"] = tot.prefetch_wasted();
+        j["prefetch_cancelled"] = tot.cancelled_loads;
+        j["prefetch_prediction_recall"] = pf_tot.prediction_recall();
         j["prefetch_loads"] = tot.prefetch_loads;
         j["prefetch_hits"] = tot.prefetch_hits;
+        j["prefetch_joins"] = tot.prefetch_joins;
+        j["prefetch_depth"] = use_prefetch ? prefetch_depth : 0;
+        j["prefetch_k"] = use_prefetch ? per_layer : 0;
         json layers = json::array();
         for (size_t l = 0; l < cs.layers.size(); ++l) {
             const layer_stats& L = cs.layers[l];
@@ -346,7 +508,15 @@ int run_run(int argc, char** argv) {
                               {"evictions", L.evictions},
                               {"loads", L.loads},
                               {"bytes_loaded", L.bytes_loaded},
-                              {"wait_ms", double(L.wait_ns) / 1e6}});
+                              {"wait_ms", double(L.wait_ns) / 1e6},
+                              {"prefetch_recall", L.prefetch_recall()},
+                              {"prefetch_precision", L.prefetch_precision()},
+                              {"prefetch_wasted_bytes", L.prefetch_unused_bytes},
+                              {"prefetch_loads", L.prefetch_loads},
+                              {"prefetch_used", L.prefetch_used()},
+                              {"prefetch_cancelled", L.cancelled_loads},
+                              {"prefetch_prediction_recall",
+                               l < pf_layers.size() ? pf_layers[l].prediction_recall() : 0.0}});
         }
         j["per_layer"] = layers;
         j["hits"] = tot.hits;
@@ -356,9 +526,17 @@ int run_run(int argc, char** argv) {
         j["wait_ms"] = double(tot.wait_ns) / 1e6;
         j["budget_bytes"] = budget_bytes;
         j["budget_unlimited"] = !budget.has_value();
+        j["budget_auto"] = budget_auto;  // sized from free memory (no --vram-budget)
+        j["host_slots"] = eng.n_host_slots();
+        j["host_budget_bytes"] = uint64_t(eng.n_host_slots()) * slot_bytes;
+        j["host_hits"] = host.hits;
+        j["host_misses"] = host.misses;
+        j["host_hit_rate"] = host.hit_rate();
+        j["host_bytes_loaded"] = host.bytes_loaded;
         j["n_slots"] = n_slots;
         j["slot_bytes"] = slot_bytes;
         j["policy"] = std::string(eng.policy_name());
+        j["backend"] = std::string(eng.backend_name());
         j["prefetch"] = prefetch;
         std::ofstream out(stats_path);
         if (!out) fail("--stats-json {}: cannot open for writing", stats_path);

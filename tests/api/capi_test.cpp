@@ -216,8 +216,9 @@ TEST(capi, context_option_errors) {
     bad.policy = "belady";
     EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_UNSUPPORTED);
     bad = o;
-    bad.host_budget_bytes = 1 << 20;
-    EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_UNSUPPORTED);
+    bad.host_budget_bytes = 1;  // a host tier must hold as many slots as the expert tier above it
+    EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_BUDGET);
+    EXPECT_NE(std::string(moe_last_error()).find("host_budget_bytes"), std::string::npos) << moe_last_error();
     bad = o;
     bad.tier = 7;
     EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_INVALID_ARGUMENT);

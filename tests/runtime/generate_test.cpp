@@ -44,7 +44,7 @@ engine_config config(uint64_t budget, const std::string& policy = "lru", bool pr
     c.n_ctx = 64;
     c.expert_budget_bytes = budget;
     c.policy = policy;
-    c.prefetch = prefetch;
+    c.prefetch.mode = prefetch ? prefetch_mode::SPEC : prefetch_mode::NONE;
     return c;
 }
 
@@ -67,7 +67,11 @@ TEST(generate, first_token_after_every_prefix_is_the_transformers_argmax) {
     const std::vector<char> blob((std::istreambuf_iterator<char>(bf)), std::istreambuf_iterator<char>());
     int checked = 0;
     for (const auto& m : j["models"]) {
-        engine eng(k_fx + "ref/" + m["gguf"].get<std::string>(), config(0));
+        // deepseek2 and gpt-oss references are committed ahead of their forward pass (forward_test checks the refusal)
+        const std::string path = k_fx + "ref/" + m["gguf"].get<std::string>();
+        const model_desc d = describe_model(open_model_file(path));
+        if (!forward_supported(d.architecture) || d.rope_scale.type != rope_scaling_type::NONE) continue;
+        engine eng(path, config(0));
         const int V = m["n_vocab"];
         size_t off = m["logits_offset"];
         for (const auto& p : m["prompts"]) {

@@ -74,3 +74,18 @@ moe_inspect_test(bad.budget_suffix RC 1 REGEX "--vram-budget"
 moe_inspect_test(bad.no_model_arg RC 2 REGEX "model is required" ARGS inspect)
 moe_inspect_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --frobnicate)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_run.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/tests_run_flags.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/tests_bench.cmake)
+
+# The CPU kernels are chosen at run time (runtime/cpu_dot.h): CI's default run exercises the best instruction set
+# of its machine. These runs repeat the fidelity and invariant tests with each other kernel set, so a kernel that
+# only the other set uses cannot break unnoticed. A set this CPU cannot run is reported as skipped, not passed.
+foreach(isa ref avx2)
+    foreach(t forward_test llamacpp_ref_test backend_cpu_test)
+        if(TARGET ${t})
+            add_test(NAME ${t}.isa_${isa} COMMAND ${t} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+            set_tests_properties(${t}.isa_${isa} PROPERTIES ENVIRONMENT MOE_CPU_ISA=${isa} LABELS "runtime;unit"
+                                 SKIP_REGULAR_EXPRESSION "cannot run ${isa} kernels" TIMEOUT 300)
+        endif()
+    endforeach()
+endforeach()

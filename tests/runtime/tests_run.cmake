@@ -26,7 +26,9 @@ set(_mx_prompt 1,17,42,99,5,77,3,120)
 set(_mx_tokens 11,37,52,18,77,67,11,18)
 foreach(cfg "unlimited" "min|--vram-budget|24K" "mid|--vram-budget|36K" "min_lfu|--vram-budget|24K|--policy|lfu"
             "lru_layer|--vram-budget|48K|--policy|lru-layer" "min_lfu_recent|--vram-budget|24K|--policy|lfu-recent"
-            "spec|--prefetch|spec" "mid_spec|--vram-budget|60K|--prefetch|spec" "threads|--threads|2|--vram-budget|36K")
+            "spec|--prefetch|spec" "mid_spec|--vram-budget|60K|--prefetch|spec" "threads|--threads|2|--vram-budget|36K"
+            "mid_history|--vram-budget|60K|--prefetch|history"
+            "mid_both_deep|--vram-budget|60K|--prefetch|both|--prefetch-depth|2|--prefetch-k|3")
     string(REPLACE "|" ";" cfg "${cfg}")
     list(POP_FRONT cfg tag)
     moe_run_test(greedy.mixtral.${tag} RC 0 TOKENS ${_mx_tokens} REGEX "hit rate +[0-9.]+%"
@@ -63,8 +65,8 @@ foreach(cfg "unlimited" "min|--vram-budget|48K" "mid|--vram-budget|72K|--policy|
                       ${cfg})
 endforeach()
 moe_run_test(summary.tiny_unlimited RC 0
-             REGEX "no --vram-budget given: unlimited.*prompt +11 tokens.*tokens/s.*decode +16 tokens generated, 15 evaluated.*policy lru, prefetch none, 8 slots.*hit rate.*per layer +0:[0-9.]+% 1:[0-9.]+%.*loaded .* bytes.*ms waiting"
-             ARGS run -m ${_tiny} -p "Hello world" -n 16)
+             REGEX "no --vram-budget given: 192.00 KiB for expert slots in RAM = 8 slots of 24.00 KiB \\(100.0% of the 8 experts: every expert fits\\), sized from .* (MemAvailable|memory.max).*loaded resident weights: 163.25 KiB.*prompt +11 tokens.*tokens/s.*decode +16 tokens generated, 15 evaluated.*policy lru, prefetch none, 8 slots.*hit rate.*per layer +0:[0-9.]+% 1:[0-9.]+%.*loaded .* bytes.*ms waiting"
+             ARGS run -m ${_tiny} -p "Hello world" -n 16 --backend cpu)  # RAM sizing, also on a GPU machine
 moe_run_test(summary.tiny_evicting RC 0 REGEX "2 slots of 24.00 KiB.*budget 48.00 KiB.*[1-9][0-9]* evictions"
              ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 48K)
 
@@ -82,6 +84,15 @@ moe_run_test(bad.no_model_arg RC 2 REGEX "model is required" ARGS run -p hi)
 moe_run_test(bad.no_prompt RC 2 REGEX "a prompt is required" ARGS run -m ${_tiny})
 moe_run_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS run -m ${_tiny} -p hi --frobnicate)
 moe_run_test(bad.prefetch_value RC 2 REGEX "--prefetch" ARGS run -m ${_tiny} -p hi --prefetch maybe)
+moe_run_test(bad.prefetch_depth RC 2 REGEX "--prefetch-depth"
+             ARGS run -m ${_tiny} -p hi --prefetch spec --prefetch-depth 0)
+moe_run_test(bad.prefetch_k RC 1 REGEX "--prefetch-k 9: expected 0 .= top-k. up to the model's 4 experts"
+             ARGS run -m ${_tiny} -p hi --prefetch spec --prefetch-k 9)
+# The prefetcher's figures: a line with recall/precision/wasted overall and per layer (docs/prefetch.md).
+moe_run_test(prefetch_summary RC 0 TOKENS ${_mx_tokens}
+             REGEX "prefetch +depth 1, 2 per layer: recall [0-9.]+%, precision [0-9.]+%.*pf layer +recall/precision/wasted: 0:"
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 60K --prefetch both
+                  --stats-json @DIR@/stats.json)
 moe_run_test(bad.policy RC 1 REGEX "unknown eviction policy 'mru'" ARGS run -m ${_tiny} -p hi --policy mru)
 moe_run_test(bad.text_without_tokenizer RC 1 REGEX "mixtral-f32\\.gguf: cannot encode the prompt text.*--prompt-ids"
              ARGS run -m ${_mx} -p hi)

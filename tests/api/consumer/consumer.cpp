@@ -1,7 +1,9 @@
-// Consumer of the installed C++ wrapper: RAII objects, and a library error arriving as moe_rt::error.
+// Consumer of the installed C++ wrapper: RAII objects, a library error arriving as moe_rt::error, and the full
+// runtime (moe_rt::engine) generating from a text prompt.
 #include <moe_runtime.hpp>
 
 #include <cstdio>
+#include <vector>
 
 int main(int argc, char** argv) {
     if (argc < 2) return 2;
@@ -13,6 +15,14 @@ int main(int argc, char** argv) {
     auto [p, n] = ctx.acquire(0, 1).data();
     std::printf("expert (0,1): %llu bytes at %p, %llu misses\n", (unsigned long long)n, p,
                 (unsigned long long)ctx.stats().misses);
+    moe_engine_options eo = moe_rt::default_engine_options();
+    eo.expert_budget_bytes = 2 * 24576;
+    eo.n_ctx = 32;
+    moe_rt::engine eng(argv[1], eo);
+    const std::vector<int32_t> out = eng.generate(eng.tokenize("Hello world"), 4, moe_rt::greedy());
+    std::printf("generated");
+    for (size_t i = 0; i < out.size(); ++i) std::printf("%c%d", i ? ',' : ' ', out[i]);
+    std::printf("\n");
     o.expert_budget_bytes = 1;
     try {
         moe_rt::context tiny(m, o);

@@ -1,0 +1,103 @@
+// Tiered loader (see tiered_loader.h): upper slot <- lower cache, by memcpy or through the copy engine.
+#include "prefetch/tiered_loader.h"
+
+#include <cstring>
+#include <string>
+
+#include "common/error.h"
+#include "common/units.h"
+
+namespace moe {
+
+tiered_loader::tiered_loader(expert_cache& lower, const memory_tier& upper) : _lower(lower), _upper(upper) {
+    if (upper.slot_bytes() < lower.tier().slot_bytes())
+        fail(
+            "tiered loader: the upper tier's slots ({}) are smaller than the lower tier's ({}); both must hold the "
+            "largest expert",
+            format_bytes(upper.slot_bytes()), format_bytes(lower.tier().slot_bytes()));
+    if (upper.kind() == tier_kind::DEVICE) {
+        copy_engine_config cc;
+        cc.n_slots = upper.n_slots();
+        _copies = std::make_unique<copy_engine>(cc);
+        // A cudaHostAlloc'd tier (PINNED_HOST with a GPU) is DMA'd straight from its slots; anything else goes
+        // through the copy engine's staging buffers.
+        _src_pinned = lower.tier().kind() == tier_kind::PINNED_HOST && lower.tier().page_locked();
+    }
+    _worker = std::thread([this] { worker(); });
+}
+
+tiered_loader::~tiered_loader() {
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        _stop = true;
+    }
+    _cv.notify_all();
+    _worker.join();
+}
+
+void tiered_loader::load(const load_request& req, load_ticket ticket) {
+    uint64_t now;
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        now = ++_clock;
+    }
+    // Throws (a failed load for the upper cache, ticket untouched) when the key is outside the lower cache's
+    // key space or every lower slot is pinned or loading.
+    expert_handle pin = _lower.acquire(req.key, access_info{now, 0, 0.0f});
+    if (pin.bytes() != req.bytes)
+        fail("tiered loader: expert {} of layer {} has {} bytes in the lower cache but the upper asks for {}",
+             req.key.expert, req.key.layer, pin.bytes(), req.bytes);
+    if (pin.ready() && !_copies) {
+        // RAM hit into a host slot: a memcpy, done before returning (the cache allows completing inside load()).
+        std::memcpy(req.dst, pin.data(), req.bytes);
+        pin.reset();
+        ticket.complete();
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        _jobs.push_back(job{req, ticket, std::move(pin)});
+    }
+    _cv.notify_one();
+}
+
+void tiered_loader::copy(const load_request& req, const expert_handle& pin) {
+    if (!_copies) {
+        std::memcpy(req.dst, pin.data(), req.bytes);
+        return;
+    }
+    _copies->copy(req.slot, req.dst, pin.data(), req.bytes, _src_pinned);
+    _copies->wait(req.slot);  // the source slot stays pinned until the bytes are on the device
+}
+
+void tiered_loader::finish(job& j) {
+    std::string error;
+    try {
+        j.pin.wait();
+        copy(j.req, j.pin);
+    } catch (const std::exception& e) {
+        error = e.what();
+        if (error.empty()) error = "lower tier load failed";
+    }
+    j.pin.reset();  // before the ticket: the upper slot frees only after the lower pin is gone
+    if (error.empty())
+        j.ticket.complete();
+    else
+        j.ticket.fail(error);
+}
+
+void tiered_loader::worker() {
+    for (;;) {
+        job j;
+        {
+            std::unique_lock<std::mutex> lock(_mu);
+            _cv.wait(lock, [&] { return _stop || !_jobs.empty(); });
+            if (_jobs.empty()) return;  // stopping with nothing left
+            j = std::move(_jobs.front());
+            _jobs.pop_front();
+        }
+        finish(j);
+    }
+}
+
+}  // namespace moe

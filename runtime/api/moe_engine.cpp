@@ -1,0 +1,510 @@
+// The full-runtime half of the C API (moe_runtime.h, "the full runtime"): moe_engine over runtime/engine.h (with
+// the tokenizer and the sampler), so an application loads a model, evaluates tokens and generates without
+// touching the cache. Every exported function runs through guard() (api_support.h): no exception crosses the
+// boundary. The generation loop is the one `moe run` runs (runtime/cli/run.cpp), so both give the same tokens.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api_support.h"
+#include "cache/policies.h"
+#include "moe_runtime.h"
+#include "prefetch/prefetcher.h"
+#include "runtime/engine.h"
+#include "runtime/model_desc.h"
+#include "runtime/model_file.h"
+#include "runtime/model_weights.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+
+using namespace moe_api;
+
+static_assert(int(moe::prefetch_mode::NONE) == MOE_PREFETCH_NONE &&
+                  int(moe::prefetch_mode::SPEC) == MOE_PREFETCH_SPEC &&
+                  int(moe::prefetch_mode::HISTORY) == MOE_PREFETCH_HISTORY &&
+                  int(moe::prefetch_mode::BOTH) == MOE_PREFETCH_BOTH,
+              "moe_prefetch_mode mirrors moe::prefetch_mode");
+
+struct moe_engine {
+    std::unique_ptr<moe::engine> eng;
+    std::optional<moe::tokenizer> tok;
+    std::string arch, name, policy;
+    const float* last_logits = nullptr;  // the last evaluated token's logits (inside the forward pass)
+    std::string piece;                   // moe_generate's scratch for one token's text
+};
+
+struct moe_sampler {
+    moe::sampler smp;
+};
+
+namespace {
+
+moe_engine_options default_engine_options() {
+    moe_engine_options o{};
+    o.struct_size = sizeof(o);
+    o.expert_budget_bytes = 0;
+    o.host_budget_bytes = 0;
+    o.policy = nullptr;
+    o.reader = MOE_READER_AUTO;
+    o.n_threads = 1;
+    o.n_ctx = 2048;
+    o.n_batch = 32;
+    o.prefetch = MOE_PREFETCH_NONE;
+    o.prefetch_depth = 1;
+    o.prefetch_k = 0;
+    return o;
+}
+
+moe_sampler_params default_sampler_params() {
+    const moe::sampler_config d;
+    moe_sampler_params p{};
+    p.struct_size = sizeof(p);
+    p.temperature = d.temperature;
+    p.top_k = d.top_k;
+    p.top_p = d.top_p;
+    p.min_p = d.min_p;
+    p.repeat_penalty = d.repeat_penalty;
+    p.repeat_last_n = d.repeat_last_n;
+    p.seed = d.seed;
+    return p;
+}
+
+moe::sampler_config sampler_config_of(const moe_sampler_params* user) {
+    moe_sampler_params p = default_sampler_params();
+    if (user) {
+        check_size(user, "params");
+        read_versioned(p, user);
+    }
+    if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "params->top_p is {}; expected a value in (0, 1] (1 = off)", p.top_p);
+    if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "params->min_p is {}; expected a value in [0, 1] (0 = off)", p.min_p);
+    if (!(p.repeat_penalty > 0.0f))
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "params->repeat_penalty is {}; expected a value > 0 (1 = off)",
+                 p.repeat_penalty);
+    if (p.repeat_last_n < -1)
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "params->repeat_last_n is {}; expected -1 (all), 0 (none) or a count",
+                 p.repeat_last_n);
+    moe::sampler_config c;
+    c.temperature = p.temperature;
+    c.top_k = p.top_k;
+    c.top_p = p.top_p;
+    c.min_p = p.min_p;
+    c.repeat_penalty = p.repeat_penalty;
+    c.repeat_last_n = p.repeat_last_n;
+    c.seed = p.seed;
+    return c;
+}
+
+moe::reader_kind reader_of(int32_t k) {
+    switch (k) {
+        case MOE_READER_AUTO:
+            return moe::reader_kind::AUTO;
+        case MOE_READER_URING_DIRECT:
+            return moe::reader_kind::URING_DIRECT;
+        case MOE_READER_URING_BUFFERED:
+            return moe::reader_kind::URING_BUFFERED;
+        case MOE_READER_PREAD:
+            return moe::reader_kind::PREAD;
+        case MOE_READER_PREAD_DIRECT:
+            return moe::reader_kind::PREAD_DIRECT;
+        default:
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
+    }
+}
+
+// The refusals `moe run` makes before loading anything, as status codes: a budget below one layer's top-k, a
+// lru-layer budget whose per-layer share cannot hold top-k, a host tier smaller than the tier above it.
+void check_budgets(const moe::model_desc& d, const moe_engine_options& o, const std::string& policy) {
+    const uint64_t slot = moe::engine::slot_bytes_for(d);
+    const uint64_t min_budget = moe::engine::min_budget_for(d);
+    if (o.expert_budget_bytes != 0 && o.expert_budget_bytes < min_budget)
+        api_fail(MOE_ERR_BUDGET,
+                 "options->expert_budget_bytes {} holds {} slot(s) of {} bytes; the forward pass "
+                 "pins one layer's top-k = {} experts at once, so it needs at least {} bytes",
+                 o.expert_budget_bytes, o.expert_budget_bytes / slot, slot, d.n_experts_used, min_budget);
+    const uint64_t n_layers = uint64_t(std::max(1, d.layout.n_moe_layers));
+    if (o.expert_budget_bytes != 0 && policy == "lru-layer" && o.expert_budget_bytes < min_budget * n_layers)
+        api_fail(MOE_ERR_BUDGET,
+                 "options->expert_budget_bytes {} is too small for policy lru-layer: each of the {} "
+                 "MoE layers gets an equal share of the slots, which must hold top-k = {} experts, so it needs at "
+                 "least {} bytes",
+                 o.expert_budget_bytes, n_layers, d.n_experts_used, min_budget * n_layers);
+    if (o.host_budget_bytes != 0) {
+        const uint64_t n_keys = uint64_t(d.layout.n_moe_layers) * uint64_t(d.layout.n_experts);
+        const uint64_t n_slots = o.expert_budget_bytes ? std::min(o.expert_budget_bytes / slot, n_keys) : n_keys;
+        if (o.host_budget_bytes < n_slots * slot)
+            api_fail(MOE_ERR_BUDGET,
+                     "options->host_budget_bytes {} holds {} slot(s) of {} bytes; the host tier needs "
+                     "at least as many slots as the expert tier above it ({}), so at least {} bytes",
+                     o.host_budget_bytes, o.host_budget_bytes / slot, slot, n_slots, n_slots * slot);
+    }
+}
+
+void check_tokens(const moe_engine& e, const int32_t* tokens, size_t n) {
+    const int V = e.eng->desc().n_vocab;
+    for (size_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "tokens[{}] = {} is outside the vocabulary [0, {})", i, tokens[i], V);
+    const int free = e.eng->n_ctx() - e.eng->n_past();
+    if (n > size_t(free))
+        api_fail(MOE_ERR_OUT_OF_RANGE, "{} tokens do not fit: the sequence holds {} of n_ctx = {} positions", n,
+                 e.eng->n_past(), e.eng->n_ctx());
+}
+
+const moe::tokenizer& need_tokenizer(const moe_engine* e) {
+    need(e, "engine");
+    if (!e->tok) api_fail(MOE_ERR_UNSUPPORTED, "model '{}' has no tokenizer metadata: pass token ids instead", e->name);
+    return *e->tok;
+}
+
+void write_text(const std::string& s, char* text, size_t capacity, size_t* n_bytes) {
+    need(n_bytes, "n_bytes");
+    if (capacity > 0) need(text, "text");
+    *n_bytes = s.size();
+    if (capacity == 0) return;
+    const size_t n = std::min(capacity, s.size());
+    std::memcpy(text, s.data(), n);
+    if (capacity > s.size()) text[s.size()] = '\0';
+}
+
+}  // namespace
+
+extern "C" {
+
+MOE_API moe_status moe_engine_options_init(moe_engine_options* opts) {
+    return guard("moe_engine_options_init", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(opts, "opts");
+        *opts = default_engine_options();
+    });
+}
+
+MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options* opts, moe_engine** out) {
+    return guard("moe_engine_create", MOE_ERR_FORMAT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(path, "path");
+        check_size(opts, "options");
+        moe_engine_options o = default_engine_options();
+        read_versioned(o, opts);
+        const std::string policy = o.policy ? o.policy : "lru";
+        const auto names = moe::policy_names();
+        if (std::find(names.begin(), names.end(), policy) == names.end() || policy == "belady")
+            api_fail(MOE_ERR_UNKNOWN_NAME,
+                     "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
+                     "lfu-recent",
+                     policy);
+        if (o.n_ctx <= 0 || o.n_batch <= 0 || o.n_threads < 0)
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options: n_ctx ({}) and n_batch ({}) must be > 0, n_threads ({}) >= 0",
+                     o.n_ctx, o.n_batch, o.n_threads);
+        struct stat st {};
+        if (::stat(path, &st) != 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+
+        auto e = std::make_unique<moe_engine>();
+        moe::model_desc desc;
+        {
+            const moe::model_file mf = moe::open_model_file(path);
+            desc = moe::describe_model(mf);
+            try {
+                e->tok = moe::tokenizer::from_model_file(mf);
+            } catch (const moe::error&) {
+                // No (usable) tokenizer: the engine runs on token ids; the text functions say so.
+            }
+        }
+        if (!moe::forward_supported(desc.architecture) || desc.rope_scale.type != moe::rope_scaling_type::NONE) {
+            try {
+                moe::check_forward_supported(desc, path);
+            } catch (const moe::error& err) {
+                api_fail(MOE_ERR_UNSUPPORTED, "{}", err.what());
+            }
+        }
+        check_budgets(desc, o, policy);
+
+        moe::engine_config ec;
+        ec.n_ctx = o.n_ctx;
+        ec.n_batch = o.n_batch;
+        ec.expert_budget_bytes = o.expert_budget_bytes;
+        ec.host_budget_bytes = o.host_budget_bytes;
+        ec.policy = policy;
+        ec.reader = reader_of(o.reader);
+        ec.n_threads = o.n_threads;
+        if (o.prefetch < MOE_PREFETCH_NONE || o.prefetch > MOE_PREFETCH_BOTH)
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch is {}; expected a moe_prefetch_mode in [0, 3]",
+                     o.prefetch);
+        if (o.prefetch_k < 0 || o.prefetch_k > desc.n_experts)
+            api_fail(MOE_ERR_INVALID_ARGUMENT,
+                     "options->prefetch_k is {}; expected 0 (= top_k) up to the model's {} "
+                     "experts",
+                     o.prefetch_k, desc.n_experts);
+        ec.prefetch.mode = moe::prefetch_mode(o.prefetch);  // same order as moe_prefetch_mode
+        ec.prefetch.depth = o.prefetch_depth;
+        ec.prefetch.per_layer = o.prefetch_k;
+        // As `moe run`: with lru-layer a prefetch beside a demand needs top_k + prefetch_k slots in each layer's
+        // share (a share cannot borrow from other layers); below that the engine runs without prefetch.
+        if (o.prefetch != MOE_PREFETCH_NONE && policy == "lru-layer" && o.expert_budget_bytes != 0) {
+            const uint64_t share = o.expert_budget_bytes / moe::engine::slot_bytes_for(desc) /
+                                   uint64_t(std::max(1, desc.layout.n_moe_layers));
+            const uint64_t per_layer = uint64_t(o.prefetch_k ? o.prefetch_k : desc.n_experts_used);
+            if (share < uint64_t(desc.n_experts_used) + per_layer) ec.prefetch.mode = moe::prefetch_mode::NONE;
+        }
+        e->eng = std::make_unique<moe::engine>(path, ec);
+        e->arch = std::string(moe::arch_name(desc.architecture));
+        e->name = desc.name;
+        e->policy = policy;
+        *out = e.release();
+    });
+}
+
+MOE_API void moe_engine_destroy(moe_engine* engine) {
+    try {
+        delete engine;
+    } catch (...) {
+        // Destructors below do not throw; nothing may escape a C function either way.
+    }
+}
+
+MOE_API moe_status moe_engine_get_info(const moe_engine* engine, moe_engine_info* info) {
+    return guard("moe_engine_get_info", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(engine, "engine");
+        check_size(info, "info");
+        const moe::engine& g = *engine->eng;
+        const moe::model_desc& d = g.desc();
+        moe_engine_info r{};
+        r.struct_size = sizeof(r);
+        r.n_vocab = d.n_vocab;
+        r.n_ctx = g.n_ctx();
+        r.n_embd = d.n_embd;
+        r.n_layers = d.layout.n_moe_layers;
+        r.n_experts = d.layout.n_experts;
+        r.top_k = d.n_experts_used;
+        r.has_tokenizer = engine->tok ? 1 : 0;
+        r.bos = engine->tok ? engine->tok->bos_id() : -1;
+        r.eos = engine->tok ? engine->tok->eos_id() : -1;
+        r.n_slots = g.n_expert_slots();
+        r.slot_bytes = g.expert_slot_bytes();
+        r.host_n_slots = g.n_host_slots();
+        r.resident_bytes = g.resident_bytes();
+        r.workspace_bytes = g.workspace_bytes();
+        r.arch = engine->arch.c_str();
+        r.name = engine->name.c_str();
+        r.policy = engine->policy.c_str();
+        write_versioned(info, r);
+    });
+}
+
+// ---- text --------------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_tokenize(const moe_engine* engine, const char* text, size_t text_len, int add_special,
+                                int parse_special, int32_t* tokens, size_t capacity, size_t* n_tokens) {
+    return guard("moe_tokenize", MOE_ERR_INVALID_ARGUMENT, [&] {
+        const moe::tokenizer& tok = need_tokenizer(engine);
+        need(n_tokens, "n_tokens");
+        if (text_len > 0) need(text, "text");
+        if (capacity > 0) need(tokens, "tokens");
+        const std::vector<int32_t> ids =
+            tok.encode(std::string_view(text ? text : "", text_len), add_special != 0, parse_special != 0);
+        *n_tokens = ids.size();
+        std::copy_n(ids.begin(), std::min(capacity, ids.size()), tokens);
+    });
+}
+
+MOE_API moe_status moe_detokenize(const moe_engine* engine, const int32_t* tokens, size_t n, int special, char* text,
+                                  size_t capacity, size_t* n_bytes) {
+    return guard("moe_detokenize", MOE_ERR_OUT_OF_RANGE, [&] {
+        const moe::tokenizer& tok = need_tokenizer(engine);
+        if (n > 0) need(tokens, "tokens");
+        for (size_t i = 0; i < n; ++i)
+            if (tokens[i] < 0 || tokens[i] >= tok.n_vocab())
+                api_fail(MOE_ERR_OUT_OF_RANGE, "tokens[{}] = {} is outside the vocabulary [0, {})", i, tokens[i],
+                         tok.n_vocab());
+        write_text(tok.decode(std::vector<int32_t>(tokens, tokens + n), special != 0), text, capacity, n_bytes);
+    });
+}
+
+MOE_API moe_status moe_token_to_piece(const moe_engine* engine, int32_t token, int special, char* text, size_t capacity,
+                                      size_t* n_bytes) {
+    return guard("moe_token_to_piece", MOE_ERR_OUT_OF_RANGE, [&] {
+        const moe::tokenizer& tok = need_tokenizer(engine);
+        write_text(tok.token_to_piece(token, special != 0), text, capacity, n_bytes);
+    });
+}
+
+MOE_API moe_status moe_token_is_eog(const moe_engine* engine, int32_t token, int* is_eog) {
+    return guard("moe_token_is_eog", MOE_ERR_OUT_OF_RANGE, [&] {
+        const moe::tokenizer& tok = need_tokenizer(engine);
+        need(is_eog, "is_eog");
+        if (token < 0 || token >= tok.n_vocab())
+            api_fail(MOE_ERR_OUT_OF_RANGE, "token {} is outside the vocabulary [0, {})", token, tok.n_vocab());
+        *is_eog = tok.is_eog(token) ? 1 : 0;
+    });
+}
+
+// ---- evaluation --------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_engine_reset(moe_engine* engine) {
+    return guard("moe_engine_reset", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(engine, "engine");
+        engine->eng->reset();
+        engine->last_logits = nullptr;
+    });
+}
+
+MOE_API moe_status moe_engine_n_past(const moe_engine* engine, int32_t* n_past) {
+    return guard("moe_engine_n_past", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(engine, "engine");
+        need(n_past, "n_past");
+        *n_past = engine->eng->n_past();
+    });
+}
+
+MOE_API moe_status moe_eval(moe_engine* engine, const int32_t* tokens, size_t n, int all_positions, float* logits) {
+    return guard("moe_eval", MOE_ERR_IO, [&] {
+        need(engine, "engine");
+        if (n == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n is 0: nothing to evaluate");
+        need(tokens, "tokens");
+        check_tokens(*engine, tokens, n);
+        const size_t V = size_t(engine->eng->desc().n_vocab);
+        static_assert(sizeof(int32_t) == sizeof(int));
+        const std::span<const int> ids(reinterpret_cast<const int*>(tokens), n);
+        engine->last_logits = nullptr;
+        const float* last = engine->eng->eval(ids, all_positions && logits ? logits : nullptr);
+        engine->last_logits = last;
+        if (logits && !all_positions) std::memcpy(logits, last, V * sizeof(float));
+    });
+}
+
+MOE_API moe_status moe_decode(moe_engine* engine, int32_t token, const float** logits) {
+    return guard("moe_decode", MOE_ERR_IO, [&] {
+        if (logits) *logits = nullptr;
+        need(engine, "engine");
+        check_tokens(*engine, &token, 1);
+        engine->last_logits = nullptr;
+        engine->last_logits = engine->eng->decode(token);
+        if (logits) *logits = engine->last_logits;
+    });
+}
+
+MOE_API moe_status moe_get_logits(const moe_engine* engine, const float** logits) {
+    return guard("moe_get_logits", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(logits, "logits");
+        *logits = nullptr;
+        need(engine, "engine");
+        if (!engine->last_logits)
+            api_fail(MOE_ERR_NOT_READY, "no token evaluated since the engine was created or reset");
+        *logits = engine->last_logits;
+    });
+}
+
+// ---- sampling and generation -------------------------------------------------------------------------------
+
+MOE_API moe_status moe_sampler_params_init(moe_sampler_params* params) {
+    return guard("moe_sampler_params_init", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(params, "params");
+        *params = default_sampler_params();
+    });
+}
+
+MOE_API moe_status moe_sampler_create(const moe_sampler_params* params, moe_sampler** out) {
+    return guard("moe_sampler_create", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(params, "params");
+        *out = new moe_sampler{moe::sampler(sampler_config_of(params))};
+    });
+}
+
+MOE_API void moe_sampler_destroy(moe_sampler* sampler) {
+    delete sampler;
+}
+
+MOE_API moe_status moe_sampler_accept(moe_sampler* sampler, int32_t token) {
+    return guard("moe_sampler_accept", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(sampler, "sampler");
+        sampler->smp.accept(token);
+    });
+}
+
+MOE_API moe_status moe_sampler_sample(moe_sampler* sampler, const float* logits, int32_t n_vocab, int32_t* token) {
+    return guard("moe_sampler_sample", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(sampler, "sampler");
+        need(logits, "logits");
+        need(token, "token");
+        if (n_vocab <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_vocab is {}; expected > 0", n_vocab);
+        *token = sampler->smp.sample(std::span<const float>(logits, size_t(n_vocab)));
+    });
+}
+
+MOE_API moe_status moe_generate(moe_engine* engine, const int32_t* prompt, size_t n_prompt, int32_t n_predict,
+                                const moe_sampler_params* params, moe_token_callback callback, void* user,
+                                int32_t* tokens, size_t capacity, size_t* n_generated) {
+    return guard("moe_generate", MOE_ERR_IO, [&] {
+        need(engine, "engine");
+        need(n_generated, "n_generated");
+        *n_generated = 0;
+        if (n_prompt == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_prompt is 0: generation needs at least one token");
+        need(prompt, "prompt");
+        if (capacity > 0) need(tokens, "tokens");
+        if (n_predict <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_predict is {}; expected > 0", n_predict);
+        moe::sampler smp(sampler_config_of(params));
+        moe::engine& g = *engine->eng;
+        g.reset();
+        engine->last_logits = nullptr;
+        if (n_prompt + 1 > size_t(g.n_ctx()))
+            api_fail(MOE_ERR_OUT_OF_RANGE, "the prompt has {} tokens; n_ctx = {} leaves no room to generate", n_prompt,
+                     g.n_ctx());
+        check_tokens(*engine, prompt, n_prompt);
+        for (size_t i = 0; i < n_prompt; ++i) smp.accept(prompt[i]);
+
+        const std::span<const int> ids(reinterpret_cast<const int*>(prompt), n_prompt);
+        const float* logits = g.prefill(ids);
+        engine->last_logits = logits;
+        const size_t V = size_t(g.desc().n_vocab);
+        size_t n = 0;
+        while (true) {
+            const int next = smp.sample(std::span<const float>(logits, V));
+            if (engine->tok && engine->tok->is_eog(next)) break;
+            if (n < capacity) tokens[n] = next;
+            *n_generated = ++n;
+            smp.accept(next);
+            if (callback) {
+                engine->piece = engine->tok ? engine->tok->token_to_piece(next, false) : std::string();
+                if (callback(next, engine->piece.data(), engine->piece.size(), user) != 0) break;
+            }
+            if (n >= size_t(n_predict) || n_prompt + n >= size_t(g.n_ctx())) break;
+            logits = g.decode(next);
+            engine->last_logits = logits;
+        }
+    });
+}
+
+// ---- statistics --------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level, int32_t layer, moe_stats* stats) {
+    return guard("moe_engine_get_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(engine, "engine");
+        check_size(stats, "stats");
+        const moe::engine& g = *engine->eng;
+        const int32_t L = g.desc().layout.n_moe_layers;
+        if (layer < -1 || layer >= L)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {}) (or -1 for totals)", layer, L);
+        moe::cache_stats cs;
+        if (level == MOE_LEVEL_EXPERT)
+            cs = g.stats();
+        else if (level == MOE_LEVEL_HOST) {
+            if (!g.has_host_tier())
+                api_fail(MOE_ERR_OUT_OF_RANGE, "the engine has no host tier (options->host_budget_bytes was 0)");
+            cs = g.host_stats();
+        } else
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
+        moe_stats r;
+        fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], 0, 0);
+        write_versioned(stats, r);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,66 @@
+// Sizing the expert budget from free memory when the user gives none (`moe run` without --vram-budget).
+// The compute tier gets what the memory the backend computes in has free (VRAM for CUDA, MemAvailable for the
+// CPU) after everything else the engine puts there (resident weights as F32, KV cache, workspaces) and a safety
+// margin, in whole slots, capped at every expert. With the CUDA backend the host tier is sized the same way
+// from RAM. A budget below the smallest workable one (one layer's top-k pinned at once) is refused with the
+// figures, so the user knows what to free or which flag to pass.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "runtime/model_desc.h"
+#include "runtime/model_file.h"
+
+namespace moe {
+
+// A memory the budget comes from: what is free now, its size, and its name for messages.
+struct free_memory {
+    uint64_t free_bytes = 0;
+    uint64_t total_bytes = 0;
+    std::string name;  // "MemAvailable", "free VRAM of device 0", ...
+};
+
+// MemAvailable from /proc/meminfo, lowered to the headroom under a cgroup v2 memory.max when one is set (a
+// container's limit is what the kernel enforces). nullopt when /proc/meminfo cannot be read.
+std::optional<free_memory> available_ram();
+// The MemAvailable line of a /proc/meminfo text, in bytes (for tests).
+std::optional<uint64_t> parse_mem_available(std::string_view meminfo);
+// cudaMemGetInfo of device 0; nullopt without a GPU.
+std::optional<free_memory> free_vram();
+
+// What the engine keeps in the compute memory besides expert slots. Estimates made before loading anything,
+// from the tensor table: the resident weights are held as F32 whatever their type in the file.
+struct memory_need {
+    uint64_t resident_bytes = 0;   // every tensor that is not a routed expert, as F32 (+ the tied output copy)
+    uint64_t kv_bytes = 0;         // F32 K and V for n_ctx positions of every layer
+    uint64_t workspace_bytes = 0;  // activations of one batch (+ the CUDA backend's matmul/cuBLAS workspaces)
+    uint64_t total() const { return resident_bytes + kv_bytes + workspace_bytes; }
+};
+memory_need estimate_memory_need(const model_file& file, const model_desc& desc, int n_ctx, int n_batch, bool cuda);
+
+// The margin kept free: 5% of the memory, at least 512 MiB (allocator slack, the CUDA context, other programs).
+uint64_t safety_margin(const free_memory& mem);
+
+struct budget_choice {
+    uint64_t budget_bytes = 0;  // whole slots, at most one per expert
+    uint32_t n_slots = 0;
+    bool every_expert = false;  // capped: every expert has a slot
+    std::string explain;        // how it was chosen, one line: "2.00 GiB MemAvailable - ... = ..."
+};
+
+// The compute-tier budget: free - need - margin in whole slots of slot_bytes, capped at n_experts_total slots.
+// Throws moe::error naming `source`, the figures and the minimum when fewer than min_slots slots fit.
+budget_choice choose_expert_budget(const free_memory& mem, const memory_need& need, uint64_t slot_bytes,
+                                   uint32_t n_experts_total, uint32_t min_slots, std::string_view source);
+
+// The host-tier budget under a GPU compute tier holding compute_slots: half of what RAM has free after the host's
+// own copy of the resident weights and the margin (pinned pages cannot be swapped, so leave the rest of the
+// machine room), capped at every expert. nullopt when that is not more slots than the compute tier already has
+// (a host tier no larger than the tier above it would hold nothing new) or every expert is already on the GPU.
+std::optional<budget_choice> choose_host_budget(const free_memory& ram, uint64_t host_resident_bytes,
+                                                uint64_t slot_bytes, uint32_t n_experts_total, uint32_t compute_slots);
+
+}  // namespace moe
