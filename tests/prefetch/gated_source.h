@@ -44,6 +44,10 @@ public:
         }
         if (!held.empty()) _inner.submit(held);
     }
+    size_t n_held() const {
+        std::lock_guard<std::mutex> lock(_mu);
+        return _held.size();
+    }
 
 private:
     file_source& _inner;
