@@ -1,7 +1,9 @@
-// Decode speed of the CPU forward pass on the committed reference models (tests/fixtures/ref), with every expert
-// resident and with the smallest workable budget (top_k slots: experts stream from the file on every miss).
-// These models are tiny, so the figures measure per-token overhead (routing, cache, streamer round trips), not
-// matrix throughput. Usage (from the repository root, or with MOE_REF_DIR set): forward_bench [--benchmark_filter=...]
+// Decode and prefill speed of the CPU forward pass on the committed reference models (tests/fixtures/ref), with
+// every expert resident and with the smallest workable budget (top_k slots: experts stream from the file on every
+// miss). Prefill cases (..._prefill32) evaluate the 32 tokens in one batch: batched products (backend::matmul) for
+// the projections, the router, each expert over the tokens that chose it, and the output head. These models are
+// tiny, so the figures measure per-token overhead (routing, cache, streamer round trips), not matrix throughput.
+// Usage (from the repository root, or with MOE_REF_DIR set): forward_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -48,6 +50,12 @@ BENCHMARK_CAPTURE(bm_decode, qwen3moe_f32_smallest_budget, "qwen3moe-f32.gguf", 
 BENCHMARK_CAPTURE(bm_decode, qwen3moe_f32_smallest_budget_prefill32, "qwen3moe-f32.gguf", true, 32)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(bm_decode, mixtral_q8_0_all_resident, "mixtral-q8_0.gguf", false, 1)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(bm_decode, mixtral_f32_all_resident_prefill32, "mixtral-f32.gguf", false, 32)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(bm_decode, qwen3moe_f32_all_resident_prefill32, "qwen3moe-f32.gguf", false, 32)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(bm_decode, mixtral_q8_0_all_resident_prefill32, "mixtral-q8_0.gguf", false, 32)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

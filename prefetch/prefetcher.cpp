@@ -98,21 +98,22 @@ void prefetcher::reset_stats() {
     for (auto& s : _stats) s = prefetcher_layer_stats{};
 }
 
-void prefetcher::routed(uint32_t layer, uint32_t first_pos, int n_tok, std::span<const int> ids) {
-    MOE_CHECK(layer < _n_layers && n_tok >= 1 && ids.size() >= size_t(n_tok) * _top_k);
+void prefetcher::routed(uint32_t layer, uint32_t first_pos, int n_tok, std::span<const int> ids, uint32_t row_len) {
+    const size_t w = row_len ? row_len : _top_k;
+    MOE_CHECK(layer < _n_layers && n_tok >= 1 && w <= _top_k && ids.size() >= size_t(n_tok) * w);
     if (_last_layer == ~0u || layer <= _last_layer) ++_step;
     _last_layer = layer;
     _last_pos = first_pos + uint32_t(n_tok) - 1;
     const uint64_t now = _step * _n_layers + layer;
     std::fill(_selected.begin(), _selected.end(), uint8_t(0));
     for (int i = 0; i < n_tok; ++i) {
-        const auto row = ids.subspan(size_t(i) * _top_k, _top_k);
+        const auto row = ids.subspan(size_t(i) * w, w);
         _history.observe(first_pos + uint32_t(i), layer, row);
         for (int e : row) _selected[size_t(e)] = 1;
     }
     if (n_tok == 1) {  // decode: the step the guesses were made for
         prefetcher_layer_stats& st = _stats[layer];
-        for (int e : ids.first(_top_k)) {
+        for (int e : ids.first(w)) {
             ++st.needed;
             if (_guessed_at[index({layer, uint32_t(e)})] == now) ++st.predicted_needed;
         }
@@ -181,7 +182,7 @@ uint32_t prefetcher::issue(expert_key key, uint64_t deadline, uint32_t order, ui
 
 uint32_t prefetcher::prefetch(uint32_t layer, uint64_t time, std::span<const float> spec_logits) {
     MOE_CHECK(layer < _n_layers && layer == _last_layer);
-    const int n_spec = n_spec_layers(layer);
+    const int n_spec = spec_logits.empty() ? 0 : n_spec_layers(layer);
     MOE_CHECK(spec_logits.size() >= size_t(n_spec) * _n_experts);
     const uint64_t now = _step * _n_layers + layer;
     const uint32_t pos = _last_pos;

@@ -80,14 +80,15 @@ public:
     // MoE layers layer+1 .. layer+n (0 without SPEC/BOTH, and none past the last layer).
     int n_spec_layers(uint32_t layer) const;
 
-    // A forward step routed its tokens at `layer`: ids (n_tok, top_k) in rank order, token i at first_pos + i.
+    // A forward step routed its tokens at `layer`: ids (n_tok, row_len) in rank order, token i at first_pos + i.
+    // row_len: experts per row, 1..top_k (0 = top_k; the C API's rows may hold fewer than top_k).
     // Feeds the history, counts needed/predicted (decode steps: n_tok == 1), and cancels stale prefetches.
     // Layers arrive in order within a step; a layer not after the previous one starts a new step.
-    void routed(uint32_t layer, uint32_t first_pos, int n_tok, std::span<const int> ids);
+    void routed(uint32_t layer, uint32_t first_pos, int n_tok, std::span<const int> ids, uint32_t row_len = 0);
     // Decode steps, once `layer`'s experts are pinned: guesses layers layer+1 .. layer+depth and issues the
     // prefetches. spec_logits: (n_spec_layers(layer), n_experts) router logits of those layers on this token's
-    // FFN input; `time`: the access time of this layer's acquires (the policy hears time + distance). Returns the
-    // number of loads started.
+    // FFN input, or empty for no spec guesses this time (the C API's moe_route without a hidden state); `time`:
+    // the access time of this layer's acquires (the policy hears time + distance). Returns the loads started.
     uint32_t prefetch(uint32_t layer, uint64_t time, std::span<const float> spec_logits);
 
     const std::vector<prefetcher_layer_stats>& stats() const { return _stats; }

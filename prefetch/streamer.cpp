@@ -389,6 +389,7 @@ void streamer::pump() {
             _free_staging.pop_back();
         }
         rec.t_read = clock::now();
+        _read_meter.begin(rec.t_read);
         _stats.queue_wait_ns += ns_between(rec.t_queued, rec.t_read);
         _in_flight++;
         lock.unlock();
@@ -420,6 +421,7 @@ void streamer::read_done(uint32_t r, bool ok, std::string_view error) {
     record& rec = _recs[r];
     MOE_CHECK(rec.state == rec_state::READING);
     _stats.read_ns += ns_between(rec.t_read, now);
+    _read_meter.end(rec.t_read, now, rec.bytes, ok);
     if (!ok) {
         const expert_key key = rec.key;
         _stats.n_failed++;
@@ -443,6 +445,7 @@ void streamer::read_done(uint32_t r, bool ok, std::string_view error) {
     // Staged path: the bytes are in staging; start the copy, then let the copy thread wait for its event.
     rec.state = rec_state::COPYING;
     rec.t_copy = now;
+    _copy_meter.begin(now);
     const uint32_t slot = rec.slot;
     uint8_t* dst = rec.dst;
     const host_buffer& src = _staging[rec.staging];
@@ -472,6 +475,7 @@ void streamer::copy_worker() {
         record& rec = _recs[r];
         MOE_CHECK(rec.state == rec_state::COPYING);
         _stats.copy_ns += ns_between(rec.t_copy, now);
+        _copy_meter.end(rec.t_copy, now, rec.bytes, true);
         _stats.n_loaded++;
         _stats.bytes_read += rec.bytes;
         finished f;
@@ -492,13 +496,20 @@ void streamer::stream_wait(uint32_t slot, cudaStream_t stream) {
 // ---- introspection ----------------------------------------------------------------------------------------
 
 streamer_stats streamer::stats() const {
+    const auto now = clock::now();
     std::lock_guard<std::mutex> lock(_mu);
-    return _stats;
+    streamer_stats s = _stats;
+    s.read_link = _read_meter.stats(now);
+    s.copy_link = _copy_meter.stats(now);
+    return s;
 }
 
 void streamer::reset_stats() {
+    const auto now = clock::now();
     std::lock_guard<std::mutex> lock(_mu);
     _stats = streamer_stats{};
+    _read_meter.reset(now);
+    _copy_meter.reset(now);
 }
 
 uint32_t streamer::n_queued() const {

@@ -32,6 +32,7 @@
 #include "prefetch/copy_engine.h"
 #include "prefetch/expert_reader.h"
 #include "prefetch/host_buffer.h"
+#include "prefetch/link_meter.h"
 
 namespace moe {
 
@@ -69,6 +70,11 @@ struct streamer_stats {
     uint64_t read_ns = 0;        // handed to the reader -> every range read
     uint64_t copy_ns = 0;        // staged path: read done -> copy event completed
     uint32_t max_queued = 0;     // deepest the queue got
+    // Per link (prefetch/link_meter.h): the reads file -> slot or staging buffer, from hand-off to the reader to
+    // the last range back (failed reads count as busy time); and on the staged path the copies staging -> slot,
+    // from issue to the copy event observed complete.
+    link_stats read_link;
+    link_stats copy_link;
 };
 
 class streamer final : public expert_loader {
@@ -196,6 +202,7 @@ private:
     bool _stopping = false;
     uint64_t _seq = 0;
     streamer_stats _stats;
+    link_meter _read_meter, _copy_meter;  // under _mu; copied into stats()
 
     // Staged path: staging buffers, the copy engine and the thread that waits for copies to land.
     std::vector<host_buffer> _staging;  // (max_in_flight, slot_bytes)

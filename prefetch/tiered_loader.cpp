@@ -49,7 +49,9 @@ void tiered_loader::load(const load_request& req, load_ticket ticket) {
              req.key.expert, req.key.layer, pin.bytes(), req.bytes);
     if (pin.ready() && !_copies) {
         // RAM hit into a host slot: a memcpy, done before returning (the cache allows completing inside load()).
+        const auto t0 = begin_copy();
         std::memcpy(req.dst, pin.data(), req.bytes);
+        end_copy(t0, req.bytes, true);
         pin.reset();
         ticket.complete();
         return;
@@ -74,7 +76,14 @@ void tiered_loader::finish(job& j) {
     std::string error;
     try {
         j.pin.wait();
-        copy(j.req, j.pin);
+        const auto t0 = begin_copy();
+        try {
+            copy(j.req, j.pin);
+        } catch (...) {
+            end_copy(t0, 0, false);
+            throw;
+        }
+        end_copy(t0, j.req.bytes, true);
     } catch (const std::exception& e) {
         error = e.what();
         if (error.empty()) error = "lower tier load failed";
@@ -84,6 +93,25 @@ void tiered_loader::finish(job& j) {
         j.ticket.complete();
     else
         j.ticket.fail(error);
+}
+
+link_meter::clock::time_point tiered_loader::begin_copy() {
+    const auto t = link_meter::clock::now();
+    std::lock_guard<std::mutex> lock(_mu);
+    _copy_meter.begin(t);
+    return t;
+}
+
+void tiered_loader::end_copy(link_meter::clock::time_point start, uint64_t bytes, bool ok) {
+    const auto t = link_meter::clock::now();
+    std::lock_guard<std::mutex> lock(_mu);
+    _copy_meter.end(start, t, bytes, ok);
+}
+
+link_stats tiered_loader::copy_stats() const {
+    const auto now = link_meter::clock::now();
+    std::lock_guard<std::mutex> lock(_mu);
+    return _copy_meter.stats(now);
 }
 
 void tiered_loader::worker() {

@@ -30,6 +30,7 @@
 #include "cache/expert_loader.h"
 #include "cache/memory_tier.h"
 #include "prefetch/copy_engine.h"
+#include "prefetch/link_meter.h"
 
 namespace moe {
 
@@ -48,6 +49,10 @@ public:
 
     // true when copies into the upper tier run on a GPU copy stream.
     bool on_device() const { return _copies && _copies->on_device(); }
+    // The copies lower slot -> upper slot (prefetch/link_meter.h): bytes, copies, and the time at least one was
+    // running (a memcpy, or a copy-engine copy from issue until its event completed); waiting for the lower
+    // load (a file read, counted by the streamer) is not part of it.
+    link_stats copy_stats() const;
 
 private:
     struct job {
@@ -60,17 +65,20 @@ private:
     // Waits for the lower load, copies, releases the pin, completes or fails the ticket.
     void finish(job& j);
     void worker();
+    link_meter::clock::time_point begin_copy();
+    void end_copy(link_meter::clock::time_point start, uint64_t bytes, bool ok);
 
     expert_cache& _lower;
     const memory_tier& _upper;
     std::unique_ptr<copy_engine> _copies;  // DEVICE upper tier only
     bool _src_pinned = false;              // the lower tier's slots can be DMA'd directly
 
-    std::mutex _mu;
+    mutable std::mutex _mu;
     std::condition_variable _cv;
     std::deque<job> _jobs;
     uint64_t _clock = 0;  // access time given to the lower cache's policy
     bool _stop = false;
+    link_meter _copy_meter;  // under _mu
     std::thread _worker;
 };
 

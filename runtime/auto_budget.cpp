@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/gpu.h"
 #include "common/units.h"
+#include "runtime/backend_cuda.h"
 
 namespace moe {
 
@@ -98,20 +99,68 @@ memory_need estimate_memory_need(const model_file& file, const model_desc& d, in
         for (const char* name : {"token_embd.weight", "model.embed_tokens.weight"})
             if (const tensor_desc* t = file.find(name)) n.resident_bytes += elements(*t) * sizeof(float);
 
-    const uint64_t L = uint64_t(d.n_layers), C = uint64_t(std::max(1, n_ctx)), Hkv = uint64_t(d.n_head_kv);
-    n.kv_bytes = L * C * Hkv * uint64_t(d.head_dim_k + d.head_dim_v) * sizeof(float);
-    const uint64_t B = uint64_t(std::max(1, n_batch)), D = uint64_t(d.n_embd), K = uint64_t(d.n_experts_used);
+    n.kv_bytes = kv_cache_bytes(d, n_ctx);
+    // An upper bound of forward_pass's workspaces (forward.h lists them; keep the two in step: moe run refuses to
+    // run when the engine allocates more than this). Batch-wide activations: the residual, its normed copy, block
+    // outputs and gathered rows (4 x B x D), expert outputs by rank (B x K x D), q and attention outputs, router
+    // logits, gate and up, shared-expert gates; then the attention scores (n_head x n_ctx), the output head's
+    // logits (up to 32 rows on the device, one on the host), probabilities, and the residual normed for the
+    // speculative routers.
+    const uint64_t C = uint64_t(std::max(1, n_ctx)), B = uint64_t(std::max(1, n_batch));
+    const uint64_t D = uint64_t(d.n_embd), K = uint64_t(d.n_experts_used), E = uint64_t(d.n_experts);
     const uint64_t F = uint64_t(std::max(d.n_ff_exp, d.n_ff_shexp)), H = uint64_t(d.n_head);
-    n.workspace_bytes = (B * D * (2 + K) + H * (uint64_t(d.head_dim_k + d.head_dim_v) + C) + 2 * uint64_t(d.n_experts) +
-                         2 * F + 2 * uint64_t(d.n_vocab) + D) *
+    const uint64_t V = uint64_t(d.n_vocab), Ln = uint64_t(std::max(1, d.n_layers));
+    const uint64_t head_rows = std::min<uint64_t>(B, 32);
+    n.workspace_bytes = (B * D * (4 + K) + B * H * uint64_t(d.head_dim_k + d.head_dim_v) + B * E + 2 * B * F + B +
+                         H * C + (head_rows + 1) * V + E + D) *
                         sizeof(float);
-    // Routing of a batch (ids, weights, their device copies, output pointers), pins, per-expert marks, and the
-    // speculative router logits of a few layers ahead.
-    const uint64_t E = uint64_t(d.n_experts);
-    n.workspace_bytes +=
-        B * K * (4 * sizeof(float) + sizeof(void*)) + K * 64 + E * (1 + sizeof(int)) + 8 * E * sizeof(float);
-    if (cuda) n.workspace_bytes += 64ull << 20;  // backend_cuda_config: matmul + cuBLAS workspaces
+    // Routing of a batch (ids, weights, their device copies, output pointers), gathers, pins and groups,
+    // per-expert marks, the MoE layer table, and the speculative router logits of the layers ahead (device and
+    // host copies; the prefetcher looks at most every layer ahead).
+    n.workspace_bytes += B * K * (4 * sizeof(float) + sizeof(void*)) + 2 * B * sizeof(int) + K * (64 + sizeof(int)) +
+                         E * (1 + sizeof(int)) + Ln * sizeof(int) + 2 * Ln * E * sizeof(float);
+    if (cuda) n.workspace_bytes += cuda_backend_workspace_bytes();
     return n;
+}
+
+uint64_t kv_cache_bytes(const model_desc& d, int n_ctx) {
+    const uint64_t L = uint64_t(d.n_layers), C = uint64_t(std::max(1, n_ctx)), Hkv = uint64_t(d.n_head_kv);
+    return L * C * Hkv * uint64_t(d.head_dim_k + d.head_dim_v) * sizeof(float);
+}
+
+uint64_t cuda_backend_workspace_bytes() {
+    const backend_cuda_config c;
+    return c.matmul_workspace_bytes + c.cublas_workspace_bytes;
+}
+
+std::string format_breakdown(const memory_need& need, uint32_t n_slots, uint64_t slot_bytes) {
+    return fmt::format("resident {} + KV cache {} + workspace {} + {} expert slot(s) of {} ({})",
+                       format_bytes(need.resident_bytes), format_bytes(need.kv_bytes),
+                       format_bytes(need.workspace_bytes), n_slots, format_bytes(slot_bytes),
+                       format_bytes(uint64_t(n_slots) * slot_bytes));
+}
+
+budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes,
+                                uint32_t n_experts_total, uint32_t min_slots, std::string_view source,
+                                std::string_view flag) {
+    MOE_CHECK(slot_bytes > 0);
+    budget_plan p;
+    p.budget_bytes = budget;
+    p.need = need;
+    p.slot_bytes = slot_bytes;
+    p.min_budget_bytes = need.total() + uint64_t(min_slots) * slot_bytes;
+    const uint64_t left = budget > need.total() ? budget - need.total() : 0;
+    const uint64_t fit = left / slot_bytes;
+    if (fit < min_slots)
+        fail(
+            "{}: {} {} ({} bytes) is too small: it must hold the resident weights, the KV cache and the workspaces "
+            "besides the expert slots, and the forward pass pins one layer's top-{} experts at once, so it needs at "
+            "least {} ({} bytes) = {}",
+            source, flag, format_bytes(budget), budget, min_slots, format_bytes(p.min_budget_bytes),
+            p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes));
+    p.every_expert = fit >= n_experts_total;
+    p.n_slots = uint32_t(std::min<uint64_t>(fit, n_experts_total));
+    return p;
 }
 
 uint64_t safety_margin(const free_memory& mem) {

@@ -89,6 +89,10 @@ public:
     // the loads is in stats() (prefetch_hits, prefetch_joins, prefetch_unused_*, cancelled_loads).
     std::span<const prefetcher_layer_stats> prefetch_stats() const { return _fwd->prefetch_stats(); }
     std::string_view policy_name() const;
+    // The loaders, for their per-link transfer counters (moe run's summary): the streamer (file reads, and on the
+    // staged path its copies) and the tiered loader (host tier -> compute tier copies; null without a host tier).
+    const streamer& expert_streamer() const { return *_streamer; }
+    const tiered_loader* host_tier_loader() const { return _tiered.get(); }
     // Forwards to forward_pass::set_routing_observer (routing traces of a run).
     void set_routing_observer(routing_observer obs) { _fwd->set_routing_observer(std::move(obs)); }
 

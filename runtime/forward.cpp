@@ -1,6 +1,8 @@
-// The MoE decoder forward pass (see forward.h). Invariant 2 (offloading never changes the answer) rests on two
+// The MoE decoder forward pass (see forward.h). Invariant 2 (offloading never changes the answer) rests on three
 // things here: expert outputs are kept per rank and summed by backend.weighted_sum in rank order after all of
-// them are computed, and nothing in the arithmetic depends on whether an acquire hit or waited.
+// them are computed; each expert's batched product covers exactly the tokens that chose it, gathered in token
+// order, whatever order the experts are visited in (that order follows residency); and nothing in the arithmetic
+// depends on whether an acquire hit or waited.
 #include "runtime/forward.h"
 
 #include <algorithm>
@@ -21,24 +23,29 @@ forward_pass::forward_pass(const model_desc& desc, const model_weights& weights,
     MOE_CHECK(int(weights.layers.size()) == desc.n_layers);
     const size_t L = size_t(desc.n_layers), C = size_t(cfg.n_ctx), Hkv = size_t(desc.n_head_kv);
     const size_t K = size_t(desc.n_experts_used), D = size_t(desc.n_embd), B = size_t(cfg.n_batch);
-    const size_t F = size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp));
+    const size_t F = size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp)), E = size_t(desc.n_experts);
+    // All positions' logits (all_logits) take one output-head product per _head_rows positions: enough rows to read
+    // the (large) output matrix once per chunk, few enough that (rows, n_vocab) stays small next to the KV cache.
+    constexpr int max_head_rows = 32;
+    _head_rows = std::min(cfg.n_batch, max_head_rows);
     _k_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_k));
     _v_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_v));
     _x = backend_array<float>(be, B * D);
     _xn = backend_array<float>(be, B * D);
-    _q = backend_array<float>(be, size_t(desc.n_head) * size_t(desc.head_dim_k));
-    _att = backend_array<float>(be, size_t(desc.n_head) * size_t(desc.head_dim_v));
-    _tmp = backend_array<float>(be, D);
+    _q = backend_array<float>(be, B * size_t(desc.n_head) * size_t(desc.head_dim_k));
+    _att = backend_array<float>(be, B * size_t(desc.n_head) * size_t(desc.head_dim_v));
+    _tmp = backend_array<float>(be, B * D);
     _scores = backend_array<float>(be, size_t(desc.n_head) * C);
-    _router = backend_array<float>(be, size_t(desc.n_experts));
-    _probs = backend_array<float>(be, size_t(desc.n_experts));
+    _router = backend_array<float>(be, B * E);
+    _probs = backend_array<float>(be, E);
     _ids_dev = backend_array<int>(be, B * K);
     _weights_dev = backend_array<float>(be, B * K);
-    _gate = backend_array<float>(be, F);
-    _up = backend_array<float>(be, F);
+    _rows = backend_array<float>(be, B * D);
+    _gate = backend_array<float>(be, B * F);
+    _up = backend_array<float>(be, B * F);
     _ys = backend_array<float>(be, B * K * D);
-    _sh_logit = backend_array<float>(be, 1);
-    _logits_dev = backend_array<float>(be, size_t(desc.n_vocab));
+    _sh_logit = backend_array<float>(be, B);
+    _logits_dev = backend_array<float>(be, size_t(_head_rows) * size_t(desc.n_vocab));
     _ids.assign(B * K, 0);
     _weights.assign(B * K, 0.0f);
     for (int il = 0; il < desc.n_layers; ++il)
@@ -53,7 +60,9 @@ forward_pass::forward_pass(const model_desc& desc, const model_weights& weights,
         _pf_logits.assign(n_spec * size_t(desc.n_experts), 0.0f);
     }
     _y_ptrs.assign(B * K, nullptr);
-    for (size_t r = 0; r < B * K; ++r) _y_ptrs[r] = _ys.data() + r * D;
+    _gather_tok.assign(B, 0);
+    _gather_slot.assign(B, 0);
+    _ys_first.assign(E, 0);
     _used.assign(size_t(desc.n_experts), 0);
     _visit.assign(size_t(desc.n_experts), 0);
     _group.assign(K, 0);
@@ -65,11 +74,13 @@ uint64_t forward_pass::workspace_bytes() const {
     const uint64_t backend_bytes = _k_cache.bytes() + _v_cache.bytes() + _x.bytes() + _xn.bytes() + _q.bytes() +
                                    _att.bytes() + _tmp.bytes() + _scores.bytes() + _router.bytes() + _probs.bytes() +
                                    _ids_dev.bytes() + _weights_dev.bytes() + _pf_logits_dev.bytes() + _pf_xn.bytes() +
-                                   _gate.bytes() + _up.bytes() + _ys.bytes() + _sh_logit.bytes() + _logits_dev.bytes();
+                                   _rows.bytes() + _gate.bytes() + _up.bytes() + _ys.bytes() + _sh_logit.bytes() +
+                                   _logits_dev.bytes();
     const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size();
     return backend_bytes + f * sizeof(float) + (_ids.size() + _moe_layers.size()) * sizeof(int) +
            _y_ptrs.size() * sizeof(void*) + _handles.size() * sizeof(expert_handle) + _used.size() +
-           (_visit.size() + _group.size()) * sizeof(int);
+           (_visit.size() + _group.size() + _gather_tok.size() + _gather_slot.size() + _ys_first.size()) *
+               sizeof(int);
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
@@ -81,12 +92,12 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
     if (_n_past + n > _cfg.n_ctx)
         fail("{}: context is full: {} positions decoded, {} more requested, n_ctx = {}; raise the context length",
              _d.name, _n_past, n, _cfg.n_ctx);
-    const size_t D = size_t(_d.n_embd), V = size_t(_d.n_vocab);
+    const size_t D = size_t(_d.n_embd);
     for (int i = 0; i < n; ++i)
         _be.copy(_x.data() + size_t(i) * D, _rw.tok_embd + size_t(tokens[size_t(i)]) * D, D * sizeof(float));
     try {
         for (int il = 0; il < _d.n_layers; ++il) {
-            for (int i = 0; i < n; ++i) attention_step(il, i);
+            attention_block(il, n);
             moe_step(il, n);
         }
     } catch (...) {
@@ -96,57 +107,66 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
         for (auto& h : _handles) h.reset();
         throw;
     }
-    for (int i = 0; i < n; ++i) {
-        if (!all_logits && i + 1 < n) continue;
-        float* out = all_logits ? all_logits + size_t(i) * V : _logits.data();
-        _be.rmsnorm(_x.data() + size_t(i) * D, _rw.output_norm, _xn.data(), _d.n_embd, float(_d.rms_eps));
-        _be.matvec(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab);
-        _be.download(out, _logits_dev.data(), V * sizeof(float));
-        if (all_logits && i + 1 == n) std::memcpy(_logits.data(), out, V * sizeof(float));
-    }
+    output_head(n, all_logits);
     _n_past += n;
     _stats.n_tokens += uint64_t(n);
     return _logits.data();
 }
 
-// Token t of the batch (position n_past + t): the attention block, residual included. The KV rows of earlier
-// tokens of the batch are already written, so it sees exactly what a token-by-token decode would.
-void forward_pass::attention_step(int il, int t) {
+void forward_pass::product(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
+                           int n_tok) {
+    if (n_tok == 1)
+        _be.matvec(t, W, X, Y, n_cols, n_rows);
+    else
+        _be.matmul(t, W, X, Y, n_cols, n_rows, n_tok);
+}
+
+// The attention block of the batch's n_tok tokens (positions n_past ..), residual included. The projections of all
+// tokens are batched (they read only the token's own input); k and v land straight in the KV cache, whose rows for
+// consecutive positions are contiguous. RoPE and attention then run token by token in position order, so token t
+// sees the KV rows of positions <= n_past + t, exactly what a token-by-token decode sees.
+void forward_pass::attention_block(int il, int n_tok) {
     const layer_weights& L = _w.layers[size_t(il)];
     const layer_tensors& T = _rw.layers[size_t(il)];
     const int H = _d.n_head, Hkv = _d.n_head_kv, hk = _d.head_dim_k, hv = _d.head_dim_v, D = _d.n_embd;
-    const int pos = _n_past + t;
     const float eps = float(_d.rms_eps);
+    const size_t row_q = size_t(H) * size_t(hk), row_att = size_t(H) * size_t(hv);
     const size_t row_k = size_t(Hkv) * size_t(hk), row_v = size_t(Hkv) * size_t(hv);
-    float* x = _x.data() + size_t(t) * size_t(D);
-    float* xn = _xn.data() + size_t(t) * size_t(D);
-    float* k = _k_cache.data() + (size_t(il) * size_t(_cfg.n_ctx) + size_t(pos)) * row_k;
-    float* v = _v_cache.data() + (size_t(il) * size_t(_cfg.n_ctx) + size_t(pos)) * row_v;
+    const size_t first = size_t(il) * size_t(_cfg.n_ctx);  // layer il's position 0 in the KV cache
+    float* q = _q.data();
+    float* k = _k_cache.data() + (first + size_t(_n_past)) * row_k;
+    float* v = _v_cache.data() + (first + size_t(_n_past)) * row_v;
 
-    _be.rmsnorm(x, T.attn_norm, xn, D, eps);
-    _be.matvec(tensor_type::F32, T.wq, xn, _q.data(), D, int64_t(H) * hk);
-    _be.matvec(tensor_type::F32, T.wk, xn, k, D, int64_t(row_k));
-    _be.matvec(tensor_type::F32, T.wv, xn, v, D, int64_t(row_v));
+    _be.rmsnorm_rows(_x.data(), T.attn_norm, _xn.data(), D, n_tok, eps);
+    product(tensor_type::F32, T.wq, _xn.data(), q, D, int64_t(row_q), n_tok);
+    product(tensor_type::F32, T.wk, _xn.data(), k, D, int64_t(row_k), n_tok);
+    product(tensor_type::F32, T.wv, _xn.data(), v, D, int64_t(row_v), n_tok);
     if (!L.bq.empty()) {
-        _be.add(_q.data(), T.bq, int64_t(H) * hk);
-        _be.add(k, T.bk, int64_t(row_k));
-        _be.add(v, T.bv, int64_t(row_v));
+        for (int t = 0; t < n_tok; ++t) {
+            _be.add(q + size_t(t) * row_q, T.bq, int64_t(row_q));
+            _be.add(k + size_t(t) * row_k, T.bk, int64_t(row_k));
+            _be.add(v + size_t(t) * row_v, T.bv, int64_t(row_v));
+        }
     }
     if (L.q_norm.size() == size_t(hk)) {  // qwen3moe: RMSNorm over each head before RoPE
-        _be.rmsnorm_rows(_q.data(), T.q_norm, _q.data(), hk, H, eps);
-        _be.rmsnorm_rows(k, T.k_norm, k, hk, Hkv, eps);
+        _be.rmsnorm_rows(q, T.q_norm, q, hk, int64_t(n_tok) * H, eps);
+        _be.rmsnorm_rows(k, T.k_norm, k, hk, int64_t(n_tok) * Hkv, eps);
     } else if (!L.q_norm.empty()) {  // olmoe: RMSNorm over the whole q and k projections
-        _be.rmsnorm(_q.data(), T.q_norm, _q.data(), int64_t(H) * hk, eps);
-        _be.rmsnorm(k, T.k_norm, k, int64_t(row_k), eps);
+        _be.rmsnorm_rows(q, T.q_norm, q, int64_t(row_q), n_tok, eps);
+        _be.rmsnorm_rows(k, T.k_norm, k, int64_t(row_k), n_tok, eps);
     }
-    _be.rope(_q.data(), H, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
-    _be.rope(k, Hkv, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
-    const float* k_all = _k_cache.data() + size_t(il) * size_t(_cfg.n_ctx) * row_k;
-    const float* v_all = _v_cache.data() + size_t(il) * size_t(_cfg.n_ctx) * row_v;
-    _be.attention(_q.data(), k_all, v_all, _att.data(), _scores.data(), H, Hkv, hk, hv, pos + 1,
-                  float(1.0 / std::sqrt(double(hk))));
-    _be.matvec(tensor_type::F32, T.wo, _att.data(), _tmp.data(), int64_t(H) * hv, D);
-    _be.add(x, _tmp.data(), D);
+    const float* k_all = _k_cache.data() + first * row_k;
+    const float* v_all = _v_cache.data() + first * row_v;
+    for (int t = 0; t < n_tok; ++t) {
+        const int pos = _n_past + t;
+        float* qt = q + size_t(t) * row_q;
+        _be.rope(qt, H, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
+        _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
+        _be.attention(qt, k_all, v_all, _att.data() + size_t(t) * row_att, _scores.data(), H, Hkv, hk, hv, pos + 1,
+                      float(1.0 / std::sqrt(double(hk))));
+    }
+    product(tensor_type::F32, T.wo, _att.data(), _tmp.data(), int64_t(row_att), D, n_tok);
+    _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
 }
 
 void forward_pass::moe_step(int il, int n_tok) {
@@ -154,22 +174,29 @@ void forward_pass::moe_step(int il, int n_tok) {
     const layer_tensors& T = _rw.layers[size_t(il)];
     const int D = _d.n_embd, E = _d.n_experts, K = _d.n_experts_used;
     std::fill(_used.begin(), _used.end(), uint8_t(0));
-    for (int i = 0; i < n_tok; ++i) {
-        float* xn = _xn.data() + size_t(i) * size_t(D);
-        _be.rmsnorm(_x.data() + size_t(i) * size_t(D), T.ffn_norm, xn, D, float(_d.rms_eps));
-        _be.matvec(tensor_type::F32, T.router, xn, _router.data(), D, E);
-        _be.route(_router.data(), _probs.data(), E, K, _d.gating, _d.norm_topk, float(_d.weights_scale),
-                  _ids_dev.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K));
-    }
+    _be.rmsnorm_rows(_x.data(), T.ffn_norm, _xn.data(), D, n_tok, float(_d.rms_eps));
+    product(tensor_type::F32, T.router, _xn.data(), _router.data(), D, E, n_tok);
+    for (int i = 0; i < n_tok; ++i)
+        _be.route(_router.data() + size_t(i) * size_t(E), _probs.data(), E, K, _d.gating, _d.norm_topk,
+                  float(_d.weights_scale), _ids_dev.data() + size_t(i) * size_t(K),
+                  _weights_dev.data() + size_t(i) * size_t(K));
     // The cache (and the observer) need the decisions on the host: one download for the whole batch.
     _be.download(_ids.data(), _ids_dev.data(), size_t(n_tok) * size_t(K) * sizeof(int));
     _be.download(_weights.data(), _weights_dev.data(), size_t(n_tok) * size_t(K) * sizeof(float));
+    std::fill(_ys_first.begin(), _ys_first.end(), 0);
     for (int i = 0; i < n_tok; ++i) {
         const int* ids = _ids.data() + size_t(i) * size_t(K);
-        for (int r = 0; r < K; ++r) _used[size_t(ids[r])] = 1;
+        for (int r = 0; r < K; ++r) _used[size_t(ids[r])] = 1, ++_ys_first[size_t(ids[r])];
         if (_observer)
             _observer(_n_past + i, L.moe_layer, std::span<const int>(ids, size_t(K)),
                       std::span<const float>(_weights.data() + size_t(i) * size_t(K), size_t(K)));
+    }
+    // Expert outputs in _ys: expert by expert in id order, so where each row lands (and with it the address the
+    // batched product writes to) follows from the routing alone, never from the visiting order.
+    for (int e = 0, first = 0; e < E; ++e) {
+        const int n_rows = _ys_first[size_t(e)];
+        _ys_first[size_t(e)] = first;
+        first += n_rows;
     }
     // The prefetcher hears every routing (its history learns from prefill too) and cancels stale prefetches.
     if (_prefetcher) _prefetcher->routed(uint32_t(L.moe_layer), uint32_t(_n_past), n_tok, _ids);
@@ -211,15 +238,21 @@ void forward_pass::moe_step(int il, int n_tok) {
         if (n_group == K || last) apply_group(L.moe_layer, n_group, n_tok), n_group = 0;
     }
     ++_clock;
+    const bool shared = !L.sh_gate.empty();
+    if (shared) shared_expert(T, n_tok);
     for (int i = 0; i < n_tok; ++i) {
+        float* out = _tmp.data() + size_t(i) * size_t(D);
         _be.weighted_sum(_y_ptrs.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K), K,
-                         _tmp.data(), D);
-        if (!L.sh_gate.empty()) shared_expert(T, _xn.data() + size_t(i) * size_t(D), _tmp.data());
-        _be.add(_x.data() + size_t(i) * size_t(D), _tmp.data(), D);
+                         out, D);
+        if (shared) _be.add_gated(out, _rows.data() + size_t(i) * size_t(D), _sh_logit.data() + i, D);
     }
+    _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
 }
 
-// Waits for the pinned group, applies each expert to the tokens that chose it (output slot = token, rank), unpins.
+// Waits for the pinned group and applies each expert to the tokens that chose it, all at once: their normed inputs
+// gathered in token order, their outputs in the expert's rows of _ys, each (token, rank) slot pointed at its row.
+// Nothing of a product (its tokens, their order, its buffers) depends on residency or on the group, so the
+// result, and on CUDA its rounding, is the same at every budget. Then unpins.
 void forward_pass::apply_group(int moe_layer, int n_pinned, int n_tok) {
     const int K = _d.n_experts_used;
     const size_t D = size_t(_d.n_embd);
@@ -227,13 +260,26 @@ void forward_pass::apply_group(int moe_layer, int n_pinned, int n_tok) {
         expert_handle& h = _handles[size_t(g)];
         h.wait();
         const int e = _group[size_t(g)];
+        int m = 0;
         for (int i = 0; i < n_tok; ++i)
             for (int r = 0; r < K; ++r)
                 if (_ids[size_t(i) * size_t(K) + size_t(r)] == e) {
-                    const size_t slot = size_t(i) * size_t(K) + size_t(r);
-                    expert_ffn(moe_layer, e, h.data(), _xn.data() + size_t(i) * D, _ys.data() + slot * D);
-                    ++_stats.n_expert_uses;
+                    _gather_tok[size_t(m)] = i;
+                    _gather_slot[size_t(m++)] = i * K + r;
+                    break;  // top-k experts are distinct
                 }
+        MOE_CHECK(m > 0);  // it is visited because some token chose it
+        const float* X = _xn.data() + size_t(_gather_tok[0]) * D;  // one token (decode): its row as it is
+        if (m > 1) {
+            for (int j = 0; j < m; ++j)
+                _be.copy(_rows.data() + size_t(j) * D, _xn.data() + size_t(_gather_tok[size_t(j)]) * D,
+                         D * sizeof(float));
+            X = _rows.data();
+        }
+        float* Y = _ys.data() + size_t(_ys_first[size_t(e)]) * D;
+        expert_ffn(moe_layer, e, h.data(), X, Y, m);
+        for (int j = 0; j < m; ++j) _y_ptrs[size_t(_gather_slot[size_t(j)])] = Y + size_t(j) * D;
+        _stats.n_expert_uses += uint64_t(m);
     }
     // Unpinning lets the cache reuse a slot for another load: the backend must be done reading them first.
     _be.synchronize();
@@ -259,19 +305,40 @@ void forward_pass::prefetch_ahead(int il) {
         _prefetcher->prefetch(moe_layer, _clock, std::span<const float>(_pf_logits.data(), size_t(n_spec) * E));
 }
 
-// Qwen2-MoE's shared expert, resident and always on: out += sigmoid(g . xn) * down(silu(gate xn) * up xn), added
-// after the routed sum (HF: routed + shared, then the residual).
-void forward_pass::shared_expert(const layer_tensors& T, const float* xn, float* out) {
+// Qwen2-MoE's shared expert, resident and always on, for the batch's tokens: down(silu(gate xn) * up xn) into
+// _rows and the gate logit g . xn into _sh_logit; moe_step adds sigmoid(logit) * that after the routed sum (HF:
+// routed + shared, then the residual). Runs after the routed experts: it reuses their workspaces.
+void forward_pass::shared_expert(const layer_tensors& T, int n_tok) {
     const int64_t D = _d.n_embd, F = _d.n_ff_shexp;
-    _be.matvec(tensor_type::F32, T.sh_gate_inp, xn, _sh_logit.data(), D, 1);
-    _be.matvec(tensor_type::F32, T.sh_gate, xn, _gate.data(), D, F);
-    _be.matvec(tensor_type::F32, T.sh_up, xn, _up.data(), D, F);
-    _be.swiglu(_gate.data(), _up.data(), _gate.data(), F);
-    _be.matvec(tensor_type::F32, T.sh_down, _gate.data(), _att.data(), F, D);
-    _be.add_gated(out, _att.data(), _sh_logit.data(), D);
+    product(tensor_type::F32, T.sh_gate_inp, _xn.data(), _sh_logit.data(), D, 1, n_tok);
+    product(tensor_type::F32, T.sh_gate, _xn.data(), _gate.data(), D, F, n_tok);
+    product(tensor_type::F32, T.sh_up, _xn.data(), _up.data(), D, F, n_tok);
+    _be.swiglu(_gate.data(), _up.data(), _gate.data(), F * n_tok);
+    product(tensor_type::F32, T.sh_down, _gate.data(), _rows.data(), F, D, n_tok);
 }
 
-void forward_pass::expert_ffn(int moe_layer, int expert, const void* slot, const float* xn, float* y) {
+// The final norm and the output head: the last position's logits into _logits, or every position's into
+// all_logits (in chunks of _head_rows positions, one product each).
+void forward_pass::output_head(int n_tok, float* all_logits) {
+    const size_t D = size_t(_d.n_embd), V = size_t(_d.n_vocab);
+    const float eps = float(_d.rms_eps);
+    if (!all_logits) {
+        _be.rmsnorm(_x.data() + size_t(n_tok - 1) * D, _rw.output_norm, _xn.data(), _d.n_embd, eps);
+        _be.matvec(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab);
+        _be.download(_logits.data(), _logits_dev.data(), V * sizeof(float));
+        return;
+    }
+    for (int c = 0; c < n_tok; c += _head_rows) {
+        const int m = std::min(_head_rows, n_tok - c);
+        _be.rmsnorm_rows(_x.data() + size_t(c) * D, _rw.output_norm, _xn.data(), _d.n_embd, m, eps);
+        product(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab, m);
+        _be.download(all_logits + size_t(c) * V, _logits_dev.data(), size_t(m) * V * sizeof(float));
+    }
+    std::memcpy(_logits.data(), all_logits + size_t(n_tok - 1) * V, V * sizeof(float));
+}
+
+// One expert on n_rows gathered inputs X (n_rows, n_embd) -> Y (n_rows, n_embd).
+void forward_pass::expert_ffn(int moe_layer, int expert, const void* slot, const float* X, float* Y, int n_rows) {
     // The slot holds the expert's ranges packed in layout order; find each part's bytes by walking them.
     const expert_entry& ee = _d.layout.at(moe_layer, expert);
     const int64_t D = _d.n_embd, F = _d.n_ff_exp;
@@ -300,10 +367,10 @@ void forward_pass::expert_ffn(int moe_layer, int expert, const void* slot, const
         off += r.bytes;
     }
     MOE_CHECK(gate && up && down);
-    _be.matvec(tg, gate, xn, _gate.data(), D, F);
-    _be.matvec(tu, up, xn, _up.data(), D, F);
-    _be.swiglu(_gate.data(), _up.data(), _gate.data(), F);
-    _be.matvec(td, down, _gate.data(), y, F, D);
+    product(tg, gate, X, _gate.data(), D, F, n_rows);
+    product(tu, up, X, _up.data(), D, F, n_rows);
+    _be.swiglu(_gate.data(), _up.data(), _gate.data(), F * n_rows);
+    product(td, down, _gate.data(), Y, F, D, n_rows);
 }
 
 }  // namespace moe

@@ -3,17 +3,24 @@
 // top-k experts, each reached ONLY through the expert cache (acquire = pin; a miss is loaded by the cache's
 // loader and waited on) -> weighted sum in rank order -> residual.
 //
-// One code path serves decode (1 token) and prefill (a batch of up to n_batch tokens): per layer every token's
-// attention runs in order (causal, writing the KV cache), then every token is routed, then the experts the batch
-// selected are visited in expert-id order, each pinned once and applied to all of its tokens (so a prompt loads
-// an expert once per layer, not once per token), at most top_k pinned at a time. Each token's expert outputs are
-// kept by rank and summed in rank order, and every per-token computation is the same whatever the batch, so a
-// prompt's logits are bit-identical whether it is decoded token by token or prefilled in batches of any size.
+// One code path serves decode (1 token) and prefill (a batch of up to n_batch tokens). Per layer: the attention
+// projections (q, k, v with their biases and q/k norms, then the output projection) of all tokens of the batch are
+// one batched product each (backend::matmul; they do not depend on other positions, so causality holds), with
+// RoPE, the KV write and attention token by token in order between them; then one router product for the batch,
+// every token routed; then the experts the batch selected are visited, each pinned once and applied to the tokens
+// that chose it at once (their normed inputs gathered, in token order, into a workspace: gate/up products, SwiGLU,
+// down product), so a prompt loads an expert once per layer, not once per token, and at most top_k are pinned at a
+// time. Each token's expert outputs are kept by rank and summed in rank order. Decode (1 token) runs the same
+// steps with matvec. On the CPU a batched product gives each token the bits of a matvec, so a prompt's logits are
+// bit-identical whether it is decoded token by token or prefilled in batches of any size; on CUDA they agree
+// within fp32 rounding (cuBLAS sums in another order). Either way the batch an expert sees (its tokens, in token
+// order) depends only on the routing, never on which experts were resident, so the logits are bit-identical at
+// every expert budget for a given n_batch.
 //
 // Per-architecture differences are data, not code paths: rope style, q/k norms (per head: qwen3moe; whole
 // projection: olmoe), gating and renormalisation come from the model description and the weights. Qwen2-MoE's
 // qkv biases and sigmoid-gated shared expert (qwen2moe) are optional weights; gpt-oss biases/sinks and DeepSeek's
-// MLA and dense lead layers are the next additions to attention_step / moe_step (check_forward_supported refuses
+// MLA and dense lead layers are the next additions to attention_block / moe_step (check_forward_supported refuses
 // them now).
 #pragma once
 
@@ -92,12 +99,15 @@ public:
     void set_routing_observer(routing_observer obs) { _observer = std::move(obs); }
 
 private:
-    void attention_step(int il, int t);
+    void attention_block(int il, int n_tok);
     void moe_step(int il, int n_tok);
     void apply_group(int moe_layer, int n_pinned, int n_tok);
-    void expert_ffn(int moe_layer, int expert, const void* slot, const float* xn, float* y);
-    void shared_expert(const layer_tensors& T, const float* xn, float* out);
+    void expert_ffn(int moe_layer, int expert, const void* slot, const float* X, float* Y, int n_rows);
+    void shared_expert(const layer_tensors& T, int n_tok);
     void prefetch_ahead(int il);
+    void output_head(int n_tok, float* all_logits);
+    // Y = X W^T over n_tok rows: matvec for one token (decode), matmul for a batch.
+    void product(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows, int n_tok);
 
     const model_desc& _d;
     const model_weights& _w;
@@ -117,27 +127,36 @@ private:
     // Workspaces
     backend_array<float> _x;           // (n_batch, n_embd) residual stream
     backend_array<float> _xn;          // (n_batch, n_embd) normed input of the current block
-    backend_array<float> _q;           // (n_head * hd_k)
-    backend_array<float> _att;         // (n_head * hd_v)
-    backend_array<float> _tmp;         // (n_embd)
+    backend_array<float> _q;           // (n_batch, n_head * hd_k)
+    backend_array<float> _att;         // (n_batch, n_head * hd_v) attention outputs
+    backend_array<float> _tmp;         // (n_batch, n_embd) block outputs before the residual add
     backend_array<float> _scores;      // (n_head, n_ctx)
-    backend_array<float> _router;      // (n_experts) router logits
+    backend_array<float> _router;      // (n_batch, n_experts) router logits
     backend_array<float> _probs;       // (n_experts)
     backend_array<int> _ids_dev;       // (n_batch, top_k) route's output, downloaded into _ids
     backend_array<float> _weights_dev;  // (n_batch, top_k) ... into _weights; weighted_sum reads these
     backend_array<float> _pf_logits_dev;  // (depth, n_experts) later layers' router logits (speculative gating)
     backend_array<float> _pf_xn;          // (n_embd) the residual normed as a later layer's FFN input
-    backend_array<float> _gate, _up;   // (max(n_ff_exp, n_ff_shexp))
-    backend_array<float> _ys;          // (n_batch, top_k, n_embd) expert outputs by token and rank
-    backend_array<float> _sh_logit;    // (1) shared expert gate logit
-    backend_array<float> _logits_dev;  // (n_vocab)
+    // (n_batch, n_embd) the normed inputs of one expert's tokens, gathered in token order; after the routed
+    // experts, the shared expert's outputs
+    backend_array<float> _rows;
+    backend_array<float> _gate, _up;   // (n_batch, max(n_ff_exp, n_ff_shexp))
+    // (n_batch * top_k, n_embd) this layer's expert outputs, each expert's rows together, experts in id order;
+    // _y_ptrs says which row is whose
+    backend_array<float> _ys;
+    backend_array<float> _sh_logit;    // (n_batch) shared expert gate logits
+    backend_array<float> _logits_dev;  // (_head_rows, n_vocab)
     // Host memory:
+    int _head_rows = 1;           // positions whose logits one output-head product computes (all_logits)
     std::vector<int> _ids;        // (n_batch, top_k) selected experts, rank order
     std::vector<float> _weights;  // (n_batch, top_k)
     std::vector<float> _pf_logits;  // (depth, n_experts) ... downloaded for the prefetcher
     std::vector<int> _moe_layers;   // (n_moe_layers) decoder layer index of each MoE layer
     std::unique_ptr<prefetcher> _prefetcher;  // null with prefetch none
-    std::vector<const float*> _y_ptrs;    // (n_batch, top_k) into _ys
+    std::vector<const float*> _y_ptrs;    // (n_batch, top_k) each (token, rank)'s expert output row in _ys
+    std::vector<int> _ys_first;           // (n_experts) expert e's first row in _ys (this layer's routing)
+    std::vector<int> _gather_tok;         // (n_batch) the tokens of the expert being applied, in token order
+    std::vector<int> _gather_slot;        // (n_batch) ... and the (token, rank) slot each fills
     std::vector<uint8_t> _used;           // (n_experts) selected by some token of the batch in this layer
     std::vector<int> _visit;  // (n_experts) this layer's selected experts, resident ones first
     std::vector<int> _group;              // (top_k) experts pinned together

@@ -164,6 +164,19 @@ def spm_vocab(n_vocab: int):
     return tokens, scores, types
 
 
+def add_spm_tokenizer(w: gguf.GGUFWriter, n_vocab: int, add_bos: bool):
+    """The tokenizer metadata of spm_vocab(n_vocab): <unk> 0, <s> 1, </s> 2."""
+    tokens, scores, ttypes = spm_vocab(n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(ttypes)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(add_bos)
+
+
 # Tensor types per model: (name pattern -> type). Expert tensors per layer cover every type between the models.
 MODELS = {
     "mixtral-kq": dict(arch="llama", seed=5, types={
@@ -212,15 +225,7 @@ def write_model(path: Path, arch: str, seed: int, types: dict, float_twin: bool 
         w.add_expert_feed_forward_length(F_EXPERT)
         w.add_key_length(HEAD_DIM)
         w.add_value_length(HEAD_DIM)
-    tokens, scores, ttypes = spm_vocab(N_VOCAB)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(ttypes)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(False)
+    add_spm_tokenizer(w, N_VOCAB, add_bos=False)
     used = {}
 
     def t(name, a):

@@ -8,12 +8,15 @@
  *   - the hyper-parameters (moe_model_get_info) and the resident tensors as F32 (moe_model_read_tensor_f32);
  *   - every expert through moe_acquire / moe_wait / moe_handle_data / moe_release, with an expert budget smaller
  *     than the model (default: one layer's top-k, the smallest that works), optionally a host tier under it;
- *   - moe_route, to record the routing trace and let the co-activation predictor prefetch.
+ *   - moe_route, to record the routing trace and let the prefetcher's co-activation history prefetch; with
+ *     --prefetch spec|both, moe_route_hidden with the normed FFN input, so the next layers' routers (read by the
+ *     library from the model file) name the experts to prefetch.
  * Its arithmetic follows the reference CPU backend's (double accumulation, the same rounding points), so its
  * greedy tokens equal `moe run --prompt-ids ...` on the same model (checked in the tests: mini_llm_check.cmake).
  *
  * usage: mini_llm MODEL.gguf --prompt-ids 1,2,3 [-n 8] [--budget BYTES] [--host-budget BYTES] [--trace OUT]
- * prints "tokens: a,b,c" on stdout, then the cache statistics.
+ *                 [--prefetch none|spec|history|both] [--prefetch-depth D]
+ * prints "tokens: a,b,c" on stdout, then the cache and prefetch statistics.
  * Supports llama (Mixtral), qwen3moe and olmoe GGUF files with F32 experts.
  */
 #include <math.h>
@@ -50,6 +53,7 @@ typedef struct {
     float *router_logits, *probs, *gate, *up, *ys, *logits; /* (E) (E) (n_ff) (n_ff) (top_k, n_embd) (n_vocab) */
     moe_model* model;
     moe_context* ctx;
+    int spec; /* the prefetch mode uses the hidden state: route with moe_route_hidden */
 } engine;
 
 static void* xcalloc(size_t n, size_t size) {
@@ -225,7 +229,11 @@ static void moe_block(engine* e, int b, int moe_layer) {
     rmsnorm(e->x, B->ffn_norm, e->xn, D, e->hp.rms_eps);
     matvec(B->router, e->xn, e->router_logits, D, e->hp.n_experts);
     route(e, ids, w);
-    CHECK(moe_route(e->ctx, moe_layer, (size_t)K, ids, w)); /* trace row + next-layer prefetch */
+    /* trace row + prefetches for the next layers (spec: their routers applied to this layer's FFN input) */
+    if (e->spec)
+        CHECK(moe_route_hidden(e->ctx, moe_layer, (size_t)K, ids, w, e->xn, (size_t)D, NULL));
+    else
+        CHECK(moe_route(e->ctx, moe_layer, (size_t)K, ids, w));
     /* Pin the whole top-k first so the loads overlap (the budget holds one layer's top-k), then compute. */
     for (int r = 0; r < K; ++r) CHECK(moe_acquire(e->ctx, moe_layer, ids[r], &hs[r]));
     for (int r = 0; r < K; ++r) {
@@ -375,10 +383,17 @@ static void print_level(const char* name, const moe_stats* s) {
            (unsigned long long)s->evictions, (unsigned long long)s->bytes_loaded);
 }
 
+static int parse_prefetch_mode(const char* s) {
+    const char* names[] = {"none", "spec", "history", "both"}; /* the moe_prefetch_mode values, in order */
+    for (int i = 0; i < 4; ++i)
+        if (!strcmp(s, names[i])) return i;
+    return -1;
+}
+
 int main(int argc, char** argv) {
     const char *path = NULL, *ids_text = NULL, *trace_out = NULL;
     uint64_t budget = 0, host_budget = 0;
-    int n_predict = 8;
+    int n_predict = 8, prefetch = MOE_PREFETCH_HISTORY, depth = 1;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -392,6 +407,10 @@ int main(int argc, char** argv) {
             host_budget = strtoull(v, NULL, 10), ++i;
         else if (!strcmp(a, "--trace") && v)
             trace_out = v, ++i;
+        else if (!strcmp(a, "--prefetch") && v && parse_prefetch_mode(v) >= 0)
+            prefetch = parse_prefetch_mode(v), ++i;
+        else if (!strcmp(a, "--prefetch-depth") && v && atoi(v) >= 1)
+            depth = atoi(v), ++i;
         else if (a[0] != '-' && !path)
             path = a;
         else {
@@ -402,7 +421,7 @@ int main(int argc, char** argv) {
     if (!path || !ids_text || n_predict <= 0) {
         fprintf(stderr,
                 "usage: mini_llm MODEL.gguf --prompt-ids 1,2,3 [-n 8] [--budget BYTES] "
-                "[--host-budget BYTES] [--trace OUT]\n");
+                "[--host-budget BYTES] [--trace OUT] [--prefetch none|spec|history|both] [--prefetch-depth D]\n");
         return 2;
     }
     int32_t prompt[1024];
@@ -443,7 +462,10 @@ int main(int argc, char** argv) {
     o.expert_budget_bytes = budget;
     o.host_budget_bytes = host_budget;
     o.policy = "lru";
+    o.prefetch_mode = prefetch;
+    o.prefetch_depth = depth;
     CHECK(moe_context_create(e.model, &o, &e.ctx));
+    e.spec = prefetch == MOE_PREFETCH_SPEC || prefetch == MOE_PREFETCH_BOTH;
 
     /* Prompt, then greedy decoding: the token after the last prompt position is the first generated one. */
     for (int i = 0; i < n_prompt; ++i) decode(&e, prompt[i]);
@@ -465,6 +487,11 @@ int main(int argc, char** argv) {
     st.struct_size = sizeof(st);
     CHECK(moe_get_level_stats(e.ctx, MOE_LEVEL_EXPERT, -1, &st));
     print_level("expert tier", &st);
+    printf("prefetch: %llu loads, recall %.3f, precision %.3f, %llu wasted (%llu bytes), %llu cancelled, "
+           "prediction recall %.3f\n",
+           (unsigned long long)st.prefetch_loads, st.prefetch_recall, st.prefetch_precision,
+           (unsigned long long)st.prefetch_wasted, (unsigned long long)st.prefetch_wasted_bytes,
+           (unsigned long long)st.cancelled_loads, st.prediction_recall);
     if (host_budget) {
         CHECK(moe_get_level_stats(e.ctx, MOE_LEVEL_HOST, -1, &st));
         print_level("host tier (RAM hits)", &st);

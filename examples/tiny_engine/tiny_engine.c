@@ -5,7 +5,7 @@
  *   1. reference: expert weights read straight from the model file with fread (no offloading at all);
  *   2. through the C API with an unlimited budget (every expert fits);
  *   3. through the C API with a budget smaller than the model (experts evicted and re-streamed, prefetched by
- *      moe_route's co-activation predictor),
+ *      the prefetcher's co-activation history, fed by moe_route),
  * and exits 0 only when the three outputs are bit-identical (DESIGN.md invariant 2) and the small budget was
  * respected. The router is the engine's own (a fixed pseudo-random matrix): the point is the expert path.
  *

@@ -16,6 +16,7 @@
 #include "cache/cache_stats.h"
 #include "common/error.h"
 #include "moe_runtime.h"
+#include "prefetch/prefetcher.h"
 
 namespace moe_api {
 
@@ -95,8 +96,8 @@ void write_versioned(T* dst, const T& src) {
     dst->struct_size = caller;
 }
 
-// One level's (or layer's) cache figures in the C struct.
-inline void fill_stats(moe_stats& out, const moe::layer_stats& s, uint64_t rows, uint64_t predicted) {
+// One level's (or layer's) cache figures and the prefetcher's (over the same layers) in the C struct.
+inline void fill_stats(moe_stats& out, const moe::layer_stats& s, uint64_t rows, const moe::prefetcher_layer_stats& p) {
     out = moe_stats{};
     out.struct_size = sizeof(moe_stats);
     out.hits = s.hits;
@@ -110,7 +111,21 @@ inline void fill_stats(moe_stats& out, const moe::layer_stats& s, uint64_t rows,
     out.bytes_loaded = s.bytes_loaded;
     out.wait_ns = s.wait_ns;
     out.routed_rows = rows;
-    out.predicted = predicted;
+    out.predicted = p.guesses;
+    out.prefetch_joins = s.prefetch_joins;
+    out.cancelled_loads = s.cancelled_loads;
+    out.prefetch_unused_evictions = s.prefetch_unused_evictions;
+    out.prefetch_wasted_bytes = s.prefetch_unused_bytes;
+    out.prefetch_wasted = s.prefetch_wasted();
+    out.prefetch_recall = s.prefetch_recall();
+    out.prefetch_precision = s.prefetch_precision();
+    out.needed = p.needed;
+    out.predicted_needed = p.predicted_needed;
+    out.prediction_recall = p.prediction_recall();
+    out.prefetch_issued = p.issued;
+    out.prefetch_already = p.already;
+    out.prefetch_skipped = p.skipped;
+    out.prefetch_cancelled = p.cancelled;
 }
 
 }  // namespace moe_api

@@ -15,6 +15,8 @@
 #include "cache/policies.h"
 #include "moe_runtime.h"
 #include "prefetch/prefetcher.h"
+#include "common/gpu.h"
+#include "runtime/backend_cuda.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -57,6 +59,7 @@ moe_engine_options default_engine_options() {
     o.prefetch = MOE_PREFETCH_NONE;
     o.prefetch_depth = 1;
     o.prefetch_k = 0;
+    o.backend = MOE_BACKEND_CPU;
     return o;
 }
 
@@ -233,6 +236,17 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
         ec.policy = policy;
         ec.reader = reader_of(o.reader);
         ec.n_threads = o.n_threads;
+        if (o.backend == MOE_BACKEND_CUDA) {
+            if (!moe::cuda_backend_available())
+                api_fail(MOE_ERR_UNSUPPORTED, "backend MOE_BACKEND_CUDA: no usable GPU here ({})",
+                         moe::gpu_description());
+            ec.backend = moe::backend_kind::CUDA;
+        } else if (o.backend == MOE_BACKEND_AUTO) {
+            ec.backend = moe::backend_kind::AUTO;
+        } else if (o.backend != MOE_BACKEND_CPU) {
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options: backend {}: expected MOE_BACKEND_CPU, _CUDA or _AUTO",
+                     o.backend);
+        }
         if (o.prefetch < MOE_PREFETCH_NONE || o.prefetch > MOE_PREFETCH_BOTH)
             api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch is {}; expected a moe_prefetch_mode in [0, 3]",
                      o.prefetch);
@@ -293,6 +307,7 @@ MOE_API moe_status moe_engine_get_info(const moe_engine* engine, moe_engine_info
         r.arch = engine->arch.c_str();
         r.name = engine->name.c_str();
         r.policy = engine->policy.c_str();
+        r.backend = g.backend_name().data();  // a string literal: lives as long as the program
         write_versioned(info, r);
     });
 }
@@ -501,8 +516,13 @@ MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level,
             cs = g.host_stats();
         } else
             api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
+        // The prefetcher's guesses (decode steps), the same at both levels; empty with MOE_PREFETCH_NONE.
+        moe::prefetcher_layer_stats ps;
+        const auto pf = g.prefetch_stats();
+        for (size_t l = 0; l < pf.size(); ++l)
+            if (layer < 0 || size_t(layer) == l) ps += pf[l];
         moe_stats r;
-        fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], 0, 0);
+        fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], 0, ps);
         write_versioned(stats, r);
     });
 }

@@ -1,4 +1,4 @@
-// The C API (moe_runtime.h) over the expert cache, the streamer and a co-activation prefetch predictor. Every
+// The C API (moe_runtime.h) over the expert cache, the streamer and the prefetcher (prefetch/prefetcher.h). Every
 // exported function runs its body through guard(), which turns each exception into a status code and a
 // thread-local message: nothing C++ crosses the boundary.
 #include "moe_runtime.h"
@@ -24,9 +24,11 @@
 #include "api_support.h"
 #include "common/error.h"
 #include "common/gpu.h"
+#include "prefetch/prefetcher.h"
 #include "prefetch/reader_factory.h"
 #include "prefetch/streamer.h"
 #include "prefetch/tiered_loader.h"
+#include "runtime/cpu_dot.h"
 #include "runtime/dequant.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -95,6 +97,10 @@ struct expert_source {
     std::vector<uint64_t> file_sizes;
     std::vector<std::vector<moe::byte_range>> ranges;  // (n_layers * n_experts)
     std::vector<uint8_t> set;                          // (n_layers * n_experts) layouts: expert was described
+    // Routers for speculative gating: (n_layers) each (n_experts, router_n_embd) F32 or empty when not given.
+    // Layouts: moe_layout_set_router; models: read at context creation when the prefetch mode needs them.
+    std::vector<std::vector<float>> routers;
+    int32_t router_n_embd = 0;
 
     uint64_t expert_bytes(size_t i) const {
         uint64_t b = 0;
@@ -164,24 +170,26 @@ struct moe_context {
     std::vector<std::unique_ptr<moe_handle>> handles;
     std::vector<moe_handle*> free_handles;
 
-    // Router signals: the trace, the co-activation counts and the last selection of each layer.
+    // Router signals: the trace, the last selection of each layer (rank and weight for acquires) and the
+    // prefetcher they drive (null with MOE_PREFETCH_NONE). All guarded by route_mu: the prefetcher is driven by
+    // one thread at a time.
     mutable std::mutex route_mu;
     moe::routing_trace trace;
-    std::vector<uint32_t> coact;        // (n_layers - 1, n_experts, n_experts): [l][a][b] = times b at l+1 after a at l
     std::vector<uint32_t> last_ids;     // (n_layers, top_k) last row's experts at each layer
     std::vector<float> last_weights;    // (n_layers, top_k)
     std::vector<uint32_t> last_n;       // (n_layers) experts in that row, 0 when none yet
-    std::vector<uint64_t> last_pos;     // (n_layers) (seq << 32 | token) of that row
-    std::vector<uint64_t> scores;       // (n_experts) scratch of the predictor
-    std::vector<uint32_t> order;        // (n_experts) scratch of the predictor
     std::vector<uint64_t> routed_rows;  // (n_layers)
-    std::vector<uint64_t> predicted;    // (n_layers)
+    std::unique_ptr<moe::prefetcher> prefetch;
+    moe::prefetch_mode mode = moe::prefetch_mode::NONE;
+    std::vector<int> row_ids;       // (top_k) scratch: the row as the prefetcher takes it
+    std::vector<float> spec_logits;  // (depth, n_experts) scratch: the next layers' router logits
     uint32_t seq = 0, token = 0;
     bool explicit_pos = false;
     int32_t prev_layer = -1;
     uint64_t clock = 0;
 
     ~moe_context() {
+        prefetch.reset();  // it refers to the cache and the streamer
         for (auto& h : handles) h->pin.reset();  // pins must die before the cache (its destructor checks)
         cache.reset();
         tiered.reset();
@@ -245,15 +253,81 @@ moe_options default_options() {
     o.prefetch_in_flight = 4;
     o.prefetch_k = 0;
     o.record_trace = 1;
+    o.prefetch_mode = MOE_PREFETCH_HISTORY;
+    o.prefetch_depth = 1;
     return o;
 }
 
-std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_options* user) {
+// Rows of recent tokens the history pairs per layer: a prefill batch fed layer by layer (moe_set_position per
+// row) pairs rows up to this many tokens apart.
+constexpr uint32_t k_history_window = 256;
+
+bool uses_spec(moe::prefetch_mode m) { return m == moe::prefetch_mode::SPEC || m == moe::prefetch_mode::BOTH; }
+
+// Speculative gating applies the routers of the layers after the routed one, so it needs every MoE layer's
+// router but the first's: read as F32 (any type dequantize_row decodes) under the names the forward pass uses.
+void load_routers(const moe_model& m, expert_source& s) {
+    const moe::model_desc& d = m.desc;
+    s.router_n_embd = d.n_embd;
+    s.routers.assign(size_t(s.n_layers), {});
+    for (int32_t ml = 1; ml < s.n_layers; ++ml) {
+        const int il = d.layout.moe_layers[size_t(ml)];
+        const std::string names[] = {fmt::format("blk.{}.ffn_gate_inp.weight", il),
+                                     fmt::format("model.layers.{}.mlp.gate.weight", il),
+                                     fmt::format("model.layers.{}.block_sparse_moe.gate.weight", il),
+                                     fmt::format("model.layers.{}.mlp.router.weight", il)};
+        const moe::tensor_desc* t = nullptr;
+        for (const auto& name : names)
+            if ((t = m.file.find(name))) break;
+        if (!t)
+            api_fail(MOE_ERR_UNSUPPORTED, "{}: MoE layer {} (block {}) has no router tensor ('{}' or '{}'): speculative "
+                                          "gating (options->prefetch_mode spec or both) needs the routers; use "
+                                          "MOE_PREFETCH_HISTORY", m.file.paths.front(), ml, il, names[0], names[1]);
+        if (t->n_dims != 2 || t->ne[0] != d.n_embd || t->ne[1] != d.n_experts)
+            api_fail(MOE_ERR_FORMAT, "{}: router '{}' has ggml shape {{{}, {}}} ({} dims); expected {{n_embd = {}, "
+                                     "n_experts = {}}}", m.file.paths.front(), t->name, t->ne[0], t->ne[1], t->n_dims,
+                     d.n_embd, d.n_experts);
+        if (!moe::dequant_supported(t->type))
+            api_fail(MOE_ERR_UNSUPPORTED, "{}: router '{}' has type {}, which cannot be decoded to F32 (speculative "
+                                          "gating needs it)", m.file.paths.front(), t->name, moe::type_name(t->type));
+        std::vector<uint8_t> raw(t->bytes);
+        read_exact(m.file.paths[size_t(t->file)], t->offset, raw.data(), raw.size());
+        std::vector<float>& w = s.routers[size_t(ml)];
+        w.resize(size_t(d.n_embd) * size_t(d.n_experts));
+        moe::dequantize_row(t->type, raw.data(), w.data(), int64_t(w.size()));
+    }
+}
+
+// model: the model `src` was built from (its routers are read when the prefetch mode needs them); null for a
+// layout (its routers come from moe_layout_set_router).
+std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_options* user, const moe_model* model) {
     check_size(user, "options");
     moe_options o = default_options();
     read_versioned(o, user);
     const moe::tier_kind kind = to_tier(o.tier);
     const moe::reader_kind rkind = to_reader(o.reader);
+    if (o.prefetch_mode < MOE_PREFETCH_NONE || o.prefetch_mode > MOE_PREFETCH_BOTH)
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch_mode is {}; expected a moe_prefetch_mode in [0, 3]",
+                 o.prefetch_mode);
+    if (o.prefetch_depth < 1)
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch_depth is {}; expected at least 1 (layers predicted "
+                                           "ahead)", o.prefetch_depth);
+    const moe::prefetch_mode mode =
+        o.prefetch_in_flight == 0 ? moe::prefetch_mode::NONE : moe::prefetch_mode(o.prefetch_mode);
+    expert_source s = src;
+    if (!uses_spec(mode)) {
+        s.routers.clear();
+        s.router_n_embd = 0;
+    } else if (model) {
+        load_routers(*model, s);
+    } else {
+        s.routers.resize(size_t(s.n_layers));
+        for (int32_t l = 1; l < s.n_layers; ++l)
+            if (s.routers[size_t(l)].empty())
+                api_fail(MOE_ERR_UNSUPPORTED, "options->prefetch_mode is {}: speculative gating needs the router of every "
+                                              "layer after the first, and layer {} has none (call moe_layout_set_router, "
+                                              "or use MOE_PREFETCH_HISTORY)", moe::prefetch_mode_name(mode), l);
+    }
     if (kind == moe::tier_kind::DEVICE && moe::gpu_count() == 0)
         api_fail(MOE_ERR_UNSUPPORTED, "options->tier is MOE_TIER_DEVICE but no CUDA device is usable here ({}); use "
                                       "MOE_TIER_RAM or MOE_TIER_PINNED", moe::gpu_description());
@@ -288,7 +362,7 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
                  slot, max_bytes, src.top_k, need_bytes);
 
     auto ctx = std::make_unique<moe_context>();
-    ctx->src = src;
+    ctx->src = std::move(s);
     ctx->policy = policy;
     ctx->opts = o;
     ctx->opts.policy = nullptr;  // the caller's string need not outlive the call
@@ -365,46 +439,118 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     ctx->trace.n_layers = uint32_t(L);
     ctx->trace.n_experts = uint32_t(E);
     ctx->trace.top_k = uint32_t(K);
-    ctx->coact.assign(L > 1 ? (L - 1) * E * E : 0, 0);
     ctx->last_ids.assign(L * K, 0);
     ctx->last_weights.assign(L * K, 0.0f);
     ctx->last_n.assign(L, 0);
-    ctx->last_pos.assign(L, 0);
-    ctx->scores.assign(E, 0);
-    ctx->order.assign(E, 0);
     ctx->routed_rows.assign(L, 0);
-    ctx->predicted.assign(L, 0);
+    ctx->row_ids.assign(K, 0);
+    ctx->mode = mode;
+    if (mode != moe::prefetch_mode::NONE) {
+        moe::prefetch_config pc;
+        pc.mode = mode;
+        pc.depth = o.prefetch_depth;
+        pc.per_layer = int(ctx->opts.prefetch_k);
+        // The streamer gives the prefetches their deadlines as priorities and cancels stale ones (as the engine).
+        ctx->prefetch = std::make_unique<moe::prefetcher>(pc, uint32_t(L), uint32_t(E), uint32_t(K), k_history_window,
+                                                          *ctx->cache, ctx->stream.get());
+        ctx->spec_logits.assign(size_t(ctx->prefetch->config().depth) * E, 0.0f);
+    }
     return ctx;
 }
 
-// The co-activation predictor: after `layer`'s row, score each expert f of layer + 1 by how many times it
-// followed the experts just selected, and prefetch the best prefetch_k with a positive score.
-uint32_t predict_and_prefetch(moe_context& c, uint32_t layer, const int32_t* ids, size_t n) {
-    const uint32_t E = uint32_t(c.src.n_experts), K = uint32_t(c.src.top_k);
-    if (c.opts.prefetch_in_flight == 0 || layer + 1 >= uint32_t(c.src.n_layers)) return 0;
-    // Room for this layer's pins plus the next layer's loads: with fewer slots a prefetch still loading could
-    // leave the next acquire without a slot.
-    if (c.cache->n_slots() < 2 * K) return 0;
-    const uint32_t* m = c.coact.data() + size_t(layer) * E * E;
-    for (uint32_t f = 0; f < E; ++f) c.scores[f] = 0;
-    for (size_t r = 0; r < n; ++r)
-        for (uint32_t f = 0; f < E; ++f) c.scores[f] += m[size_t(ids[r]) * E + f];
-    for (uint32_t f = 0; f < E; ++f) c.order[f] = f;
-    const uint32_t k = c.opts.prefetch_k;
-    std::partial_sort(c.order.begin(), c.order.begin() + k, c.order.end(), [&](uint32_t a, uint32_t b) {
-        return c.scores[a] != c.scores[b] ? c.scores[a] > c.scores[b] : a < b;
-    });
-    uint32_t issued = 0;
-    for (uint32_t i = 0; i < k; ++i) {
-        const uint32_t f = c.order[i];
-        if (c.scores[f] == 0) break;
-        ++c.predicted[layer + 1];
-        if (c.cache->n_loading() >= c.opts.prefetch_in_flight) continue;
-        if (c.cache->prefetch(moe::expert_key{layer + 1, f}, moe::access_info{c.clock, i, 0.0f})) ++issued;
+// One routed row (moe_route_ex, moe_route_hidden): checks it, records it, feeds the prefetcher and lets it
+// prefetch. hidden: n_embd floats for speculative gating, or null. Returns the prefetch loads started.
+uint32_t route_row(moe_context& c, int32_t layer, size_t n, const int32_t* ids, const float* weights,
+                   const float* hidden, size_t n_embd) {
+    const expert_source& s = c.src;
+    if (layer < 0 || layer >= s.n_layers)
+        api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, s.n_layers);
+    if (n == 0 || n > size_t(s.top_k))
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "n = {} experts; a routed row holds 1..top_k = {}", n, s.top_k);
+    for (size_t i = 0; i < n; ++i) {
+        if (ids[i] < 0 || ids[i] >= s.n_experts)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "ids[{}] = {} is outside [0, {})", i, ids[i], s.n_experts);
+        for (size_t j = 0; j < i; ++j)
+            if (ids[j] == ids[i]) api_fail(MOE_ERR_INVALID_ARGUMENT, "ids[{}] = ids[{}] = {}: duplicate", j, i, ids[i]);
     }
-    return issued;
+    if (hidden) {
+        if (!uses_spec(c.mode))
+            api_fail(MOE_ERR_UNSUPPORTED, "the context's prefetch mode is '{}': a hidden state is used only with "
+                                          "options->prefetch_mode MOE_PREFETCH_SPEC or MOE_PREFETCH_BOTH (and "
+                                          "prefetch_in_flight > 0); call moe_route", moe::prefetch_mode_name(c.mode));
+        if (n_embd != size_t(s.router_n_embd))
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd = {}; the routers take hidden states of {} floats", n_embd,
+                     s.router_n_embd);
+    }
+    std::lock_guard<std::mutex> lock(c.route_mu);
+    if (!c.explicit_pos && c.prev_layer >= 0 && layer <= c.prev_layer) ++c.token;
+    c.prev_layer = layer;
+    ++c.clock;
+    const size_t K = size_t(s.top_k), l = size_t(layer);
+    if (c.opts.record_trace) {
+        moe::trace_row row;
+        row.seq = c.seq;
+        row.token = c.token;
+        row.layer = uint32_t(layer);
+        for (size_t i = 0; i < n; ++i) row.experts.push_back(uint32_t(ids[i]));
+        if (weights) row.weights.assign(weights, weights + n);
+        c.trace.rows.push_back(std::move(row));
+    }
+    ++c.routed_rows[l];
+    for (size_t i = 0; i < n; ++i) {
+        c.last_ids[l * K + i] = uint32_t(ids[i]);
+        c.last_weights[l * K + i] = weights ? weights[i] : 0.0f;
+    }
+    c.last_n[l] = uint32_t(n);
+    if (!c.prefetch) return 0;
+
+    // The token's position is the history's pairing key: the context's own counter, or moe_set_position's.
+    for (size_t i = 0; i < n; ++i) c.row_ids[i] = int(ids[i]);
+    c.prefetch->routed(uint32_t(layer), c.token, 1, std::span<const int>(c.row_ids.data(), n), uint32_t(n));
+    std::span<const float> logits;
+    if (hidden) {
+        // Router layer+1+d on this layer's hidden state ranks layer+1+d's experts (docs/prefetch.md).
+        const size_t E = size_t(s.n_experts), D = size_t(s.router_n_embd);
+        const int n_spec = c.prefetch->n_spec_layers(uint32_t(layer));
+        const moe::dot_kernel dot = moe::cpu_dot_kernel(moe::tensor_type::F32, moe::cpu_isa_selected());
+        for (int d = 0; d < n_spec; ++d) {
+            const std::vector<float>& W = s.routers[l + 1 + size_t(d)];
+            for (size_t e = 0; e < E; ++e) c.spec_logits[size_t(d) * E + e] = dot(W.data() + e * D, hidden, int64_t(D));
+        }
+        logits = std::span<const float>(c.spec_logits.data(), size_t(n_spec) * E);
+    }
+    return c.prefetch->prefetch(uint32_t(layer), c.clock, logits);
 }
 
+// The figures of one cache level, of one layer or (layer = -1) all, with the prefetcher's over the same layers.
+void read_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats* stats) {
+    need(ctx, "ctx");
+    check_size(stats, "stats");
+    if (layer < -1 || layer >= ctx->src.n_layers)
+        api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {}) (or -1 for totals)", layer, ctx->src.n_layers);
+    const moe::expert_cache* c = nullptr;
+    if (level == MOE_LEVEL_EXPERT)
+        c = ctx->cache.get();
+    else if (level == MOE_LEVEL_HOST)
+        c = ctx->host_cache.get();
+    else
+        api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
+    if (!c) api_fail(MOE_ERR_OUT_OF_RANGE, "the context has no host tier (options->host_budget_bytes was 0)");
+    const moe::cache_stats cs = c->stats();
+    uint64_t rows = 0;
+    moe::prefetcher_layer_stats ps;
+    {
+        std::lock_guard<std::mutex> lock(ctx->route_mu);
+        for (size_t l = 0; l < ctx->routed_rows.size(); ++l)
+            if (layer < 0 || size_t(layer) == l) {
+                rows += ctx->routed_rows[l];
+                if (ctx->prefetch) ps += ctx->prefetch->stats()[l];
+            }
+    }
+    moe_stats r;
+    fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], rows, ps);
+    write_versioned(stats, r);
+}
 
 }  // namespace
 
@@ -662,6 +808,23 @@ MOE_API moe_status moe_layout_set_expert(moe_layout* layout, int32_t layer, int3
     });
 }
 
+MOE_API moe_status moe_layout_set_router(moe_layout* layout, int32_t layer, const float* W, int32_t n_embd) {
+    return guard("moe_layout_set_router", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(layout, "layout");
+        expert_source& s = layout->src;
+        if (layer < 0 || layer >= s.n_layers)
+            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, s.n_layers);
+        need(W, "W");
+        if (n_embd <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd is {}; expected the hidden size (> 0)", n_embd);
+        if (s.router_n_embd != 0 && n_embd != s.router_n_embd)
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd is {}, but an earlier router of this layout has n_embd {}: every "
+                                               "router takes the same hidden state", n_embd, s.router_n_embd);
+        s.routers.resize(size_t(s.n_layers));
+        s.routers[size_t(layer)].assign(W, W + size_t(s.n_experts) * size_t(n_embd));
+        s.router_n_embd = n_embd;
+    });
+}
+
 // ---- contexts ----------------------------------------------------------------------------------------------
 
 MOE_API moe_status moe_options_init(moe_options* opts) {
@@ -676,7 +839,7 @@ MOE_API moe_status moe_context_create(const moe_model* model, const moe_options*
         need(out, "out");
         *out = nullptr;
         need(model, "model");
-        *out = make_context(model->src, opts).release();
+        *out = make_context(model->src, opts, model).release();
     });
 }
 
@@ -686,7 +849,7 @@ MOE_API moe_status moe_context_create_from_layout(const moe_layout* layout, cons
         need(out, "out");
         *out = nullptr;
         need(layout, "layout");
-        *out = make_context(layout->src, opts).release();
+        *out = make_context(layout->src, opts, nullptr).release();
     });
 }
 
@@ -716,6 +879,10 @@ MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info
             r.host_budget_bytes = ctx->host_tier->budget_bytes();
             r.host_high_water_bytes = ctx->host_tier->bytes_high_water();
         }
+        r.prefetch_mode = int32_t(ctx->mode);  // moe_prefetch_mode mirrors moe::prefetch_mode (moe_engine.cpp)
+        r.prefetch_depth = ctx->prefetch ? ctx->prefetch->config().depth : 0;
+        r.prefetch_k = ctx->prefetch ? int32_t(ctx->opts.prefetch_k) : 0;
+        r.router_n_embd = ctx->src.router_n_embd;
         write_versioned(info, r);
     });
 }
@@ -874,47 +1041,20 @@ MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const
         if (n_prefetched) *n_prefetched = 0;
         need(ctx, "ctx");
         need(ids, "ids");
-        const expert_source& s = ctx->src;
-        if (layer < 0 || layer >= s.n_layers)
-            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, s.n_layers);
-        if (n == 0 || n > size_t(s.top_k))
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "n = {} experts; a routed row holds 1..top_k = {}", n, s.top_k);
-        for (size_t i = 0; i < n; ++i) {
-            if (ids[i] < 0 || ids[i] >= s.n_experts)
-                api_fail(MOE_ERR_OUT_OF_RANGE, "ids[{}] = {} is outside [0, {})", i, ids[i], s.n_experts);
-            for (size_t j = 0; j < i; ++j)
-                if (ids[j] == ids[i]) api_fail(MOE_ERR_INVALID_ARGUMENT, "ids[{}] = ids[{}] = {}: duplicate", j, i, ids[i]);
-        }
-        std::lock_guard<std::mutex> lock(ctx->route_mu);
-        if (!ctx->explicit_pos && ctx->prev_layer >= 0 && layer <= ctx->prev_layer) ++ctx->token;
-        ctx->prev_layer = layer;
-        ++ctx->clock;
-        const uint64_t pos = (uint64_t(ctx->seq) << 32) | ctx->token;
-        const size_t E = size_t(s.n_experts), K = size_t(s.top_k), l = size_t(layer);
+        const uint32_t issued = route_row(*ctx, layer, n, ids, weights, nullptr, 0);
+        if (n_prefetched) *n_prefetched = issued;
+    });
+}
 
-        if (ctx->opts.record_trace) {
-            moe::trace_row row;
-            row.seq = ctx->seq;
-            row.token = ctx->token;
-            row.layer = uint32_t(layer);
-            for (size_t i = 0; i < n; ++i) row.experts.push_back(uint32_t(ids[i]));
-            if (weights) row.weights.assign(weights, weights + n);
-            ctx->trace.rows.push_back(std::move(row));
-        }
-        ++ctx->routed_rows[l];
-        // Learn: the previous layer's selection for this same token was followed by this one.
-        if (layer > 0 && ctx->last_n[l - 1] > 0 && ctx->last_pos[l - 1] == pos) {
-            uint32_t* m = ctx->coact.data() + (l - 1) * E * E;
-            for (uint32_t a = 0; a < ctx->last_n[l - 1]; ++a)
-                for (size_t b = 0; b < n; ++b) ++m[size_t(ctx->last_ids[(l - 1) * K + a]) * E + size_t(ids[b])];
-        }
-        for (size_t i = 0; i < n; ++i) {
-            ctx->last_ids[l * K + i] = uint32_t(ids[i]);
-            ctx->last_weights[l * K + i] = weights ? weights[i] : 0.0f;
-        }
-        ctx->last_n[l] = uint32_t(n);
-        ctx->last_pos[l] = pos;
-        const uint32_t issued = predict_and_prefetch(*ctx, uint32_t(layer), ids, n);
+MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
+                                    const float* weights, const float* hidden, size_t n_embd,
+                                    uint32_t* n_prefetched) {
+    return guard("moe_route_hidden", MOE_ERR_INVALID_ARGUMENT, [&] {
+        if (n_prefetched) *n_prefetched = 0;
+        need(ctx, "ctx");
+        need(ids, "ids");
+        need(hidden, "hidden");
+        const uint32_t issued = route_row(*ctx, layer, n, ids, weights, hidden, n_embd);
         if (n_prefetched) *n_prefetched = issued;
     });
 }
@@ -926,38 +1066,15 @@ MOE_API moe_status moe_route(moe_context* ctx, int32_t layer, size_t n, const in
 // ---- statistics and traces ---------------------------------------------------------------------------------
 
 MOE_API moe_status moe_get_stats(const moe_context* ctx, moe_stats* stats) {
-    return guard("moe_get_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
-        need(ctx, "ctx");
-        check_size(stats, "stats");
-        const moe::cache_stats cs = ctx->cache->stats();
-        uint64_t rows = 0, predicted = 0;
-        {
-            std::lock_guard<std::mutex> lock(ctx->route_mu);
-            for (uint64_t r : ctx->routed_rows) rows += r;
-            for (uint64_t p : ctx->predicted) predicted += p;
-        }
-        moe_stats r;
-        fill_stats(r, cs.total(), rows, predicted);
-        write_versioned(stats, r);
-    });
+    return guard("moe_get_stats", MOE_ERR_INVALID_ARGUMENT, [&] { read_stats(ctx, MOE_LEVEL_EXPERT, -1, stats); });
 }
 
 MOE_API moe_status moe_get_layer_stats(const moe_context* ctx, int32_t layer, moe_stats* stats) {
     return guard("moe_get_layer_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(ctx, "ctx");
-        check_size(stats, "stats");
         if (layer < 0 || layer >= ctx->src.n_layers)
             api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {})", layer, ctx->src.n_layers);
-        const moe::cache_stats cs = ctx->cache->stats();
-        uint64_t rows, predicted;
-        {
-            std::lock_guard<std::mutex> lock(ctx->route_mu);
-            rows = ctx->routed_rows[size_t(layer)];
-            predicted = ctx->predicted[size_t(layer)];
-        }
-        moe_stats r;
-        fill_stats(r, cs.layers[size_t(layer)], rows, predicted);
-        write_versioned(stats, r);
+        read_stats(ctx, MOE_LEVEL_EXPERT, layer, stats);
     });
 }
 
@@ -965,37 +1082,15 @@ MOE_API moe_status moe_reset_stats(moe_context* ctx) {
     return guard("moe_reset_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(ctx, "ctx");
         ctx->cache->reset_stats();
+        if (ctx->host_cache) ctx->host_cache->reset_stats();
         std::lock_guard<std::mutex> lock(ctx->route_mu);
         std::fill(ctx->routed_rows.begin(), ctx->routed_rows.end(), 0);
-        std::fill(ctx->predicted.begin(), ctx->predicted.end(), 0);
+        if (ctx->prefetch) ctx->prefetch->reset_stats();
     });
 }
 
 MOE_API moe_status moe_get_level_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats* stats) {
-    return guard("moe_get_level_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
-        need(ctx, "ctx");
-        check_size(stats, "stats");
-        if (layer < -1 || layer >= ctx->src.n_layers)
-            api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {}) (or -1 for totals)", layer, ctx->src.n_layers);
-        const moe::expert_cache* c = nullptr;
-        if (level == MOE_LEVEL_EXPERT)
-            c = ctx->cache.get();
-        else if (level == MOE_LEVEL_HOST)
-            c = ctx->host_cache.get();
-        else
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
-        if (!c) api_fail(MOE_ERR_OUT_OF_RANGE, "the context has no host tier (options->host_budget_bytes was 0)");
-        const moe::cache_stats cs = c->stats();
-        uint64_t rows = 0, predicted = 0;
-        {
-            std::lock_guard<std::mutex> lock(ctx->route_mu);
-            for (size_t l = 0; l < ctx->routed_rows.size(); ++l)
-                if (layer < 0 || size_t(layer) == l) rows += ctx->routed_rows[l], predicted += ctx->predicted[l];
-        }
-        moe_stats r;
-        fill_stats(r, layer < 0 ? cs.total() : cs.layers[size_t(layer)], rows, predicted);
-        write_versioned(stats, r);
-    });
+    return guard("moe_get_level_stats", MOE_ERR_INVALID_ARGUMENT, [&] { read_stats(ctx, level, layer, stats); });
 }
 
 MOE_API moe_status moe_trace_write(const moe_context* ctx, const char* path) {

@@ -40,8 +40,12 @@ extern "C" {
 /* Bumped when a function or struct field is added; the soname changes only on incompatible changes.
  * 2: the full runtime (moe_engine_*, moe_tokenize, moe_eval, moe_generate, moe_sampler_*), the host tier
  *    (moe_options.host_budget_bytes, moe_get_level_stats), model hyper-parameters in moe_model_info and
- *    resident tensors (moe_model_get_tensor_info, moe_model_read_tensor_f32). */
-#define MOE_API_VERSION 2
+ *    resident tensors (moe_model_get_tensor_info, moe_model_read_tensor_f32).
+ * 3: the prefetcher behind moe_route (modes, depth, deadlines, stale-hint cancellation: moe_options.prefetch_mode,
+ *    prefetch_depth), speculative gating (moe_route_hidden, moe_layout_set_router), its statistics (moe_stats from
+ *    prefetch_joins on) and its settings in moe_context_info.
+ * 4: the engine's compute backend (moe_engine_options.backend, moe_engine_info.backend). */
+#define MOE_API_VERSION 4
 
 typedef enum moe_status {
     MOE_OK = 0,
@@ -164,6 +168,11 @@ MOE_API moe_status moe_layout_add_file(moe_layout* layout, const char* path, int
  * Each range must lie inside the file. Every expert must be set before a context is created. */
 MOE_API moe_status moe_layout_set_expert(moe_layout* layout, int32_t layer, int32_t expert, int32_t file_index,
                                          size_t n_ranges, const moe_range* ranges);
+/* API version 3. The router of MoE `layer` for speculative gating (moe_route_hidden): W holds (n_experts, n_embd)
+ * F32 logits weights, row e = expert e (as ggml's {n_embd, n_experts} ffn_gate_inp or PyTorch's [n_experts,
+ * hidden] gate.weight); it is copied. Every router must have the same n_embd (> 0). Contexts in a spec mode need
+ * the routers of every layer after the first (layer 0's is never applied ahead; setting it is fine). */
+MOE_API moe_status moe_layout_set_router(moe_layout* layout, int32_t layer, const float* W, int32_t n_embd);
 
 /* ---- contexts ---------------------------------------------------------------------------------------------- */
 
@@ -181,6 +190,14 @@ typedef enum moe_reader_kind {
     MOE_READER_PREAD_DIRECT = 4
 } moe_reader_kind;
 
+/* What the prefetcher guesses from (contexts and engines; docs/prefetch.md). */
+typedef enum moe_prefetch_mode {
+    MOE_PREFETCH_NONE = 0,
+    MOE_PREFETCH_SPEC = 1,    /* speculative gating: later layers' routers on the current hidden state */
+    MOE_PREFETCH_HISTORY = 2, /* co-activation history */
+    MOE_PREFETCH_BOTH = 3     /* spec's guesses first, then history's */
+} moe_prefetch_mode;
+
 typedef struct moe_options {
     uint32_t struct_size;         /* sizeof(moe_options); moe_options_init sets it */
     uint64_t expert_budget_bytes; /* bytes of the expert tier (VRAM for DEVICE); 0 = room for every expert */
@@ -193,11 +210,19 @@ typedef struct moe_options {
     int32_t reader;               /* moe_reader_kind; default MOE_READER_AUTO */
     uint32_t queue_depth;         /* reads in flight per file (io_uring SQEs / pread threads); default 32 */
     uint32_t max_in_flight;       /* expert loads at the reader at once (the rest queue); default 4 */
-    uint32_t prefetch_in_flight;  /* cap on loading experts when moe_route issues prefetches; 0 = no prefetch;
-                                     default 4 */
-    uint32_t prefetch_k;          /* experts moe_route predicts for the next layer; default 0 = top_k */
+    uint32_t prefetch_in_flight;  /* 0 = no prefetch (as prefetch_mode MOE_PREFETCH_NONE); default 4. Since API
+                                     version 3 other values do not cap anything: the prefetcher's room rule and
+                                     prefetch_k do (docs/prefetch.md) */
+    uint32_t prefetch_k;          /* experts guessed per predicted layer (per predictor); default 0 = top_k */
     int32_t record_trace;         /* nonzero (default): keep every moe_route row in memory for moe_trace_write
                                      (grows with the run: set 0 for long-running services) */
+    /* API version 3 */
+    int32_t prefetch_mode;        /* moe_prefetch_mode: MOE_PREFETCH_HISTORY (default) learns from the rows
+                                     moe_route gets; MOE_PREFETCH_SPEC / BOTH also apply the next layers' routers to
+                                     the hidden state moe_route_hidden gets (router weights: read from the model
+                                     file at context creation, or moe_layout_set_router; MOE_ERR_UNSUPPORTED
+                                     without them) */
+    int32_t prefetch_depth;       /* MoE layers predicted ahead at each routed layer (>= 1); default 1 */
 } moe_options;
 MOE_API moe_status moe_options_init(moe_options* opts);
 
@@ -222,6 +247,11 @@ typedef struct moe_context_info {
     uint32_t host_n_slots;
     uint64_t host_budget_bytes;
     uint64_t host_high_water_bytes; /* most expert bytes the host tier ever held (<= host_budget_bytes) */
+    /* API version 3: the prefetcher as built (MOE_PREFETCH_NONE when prefetch_in_flight was 0). */
+    int32_t prefetch_mode;  /* moe_prefetch_mode */
+    int32_t prefetch_depth; /* capped at n_layers */
+    int32_t prefetch_k;     /* experts guessed per predicted layer */
+    int32_t router_n_embd;  /* the hidden size moe_route_hidden expects; 0 without router weights */
 } moe_context_info;
 MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info* info);
 
@@ -252,12 +282,23 @@ MOE_API moe_status moe_prefetch(moe_context* ctx, int32_t layer, int32_t expert,
  * once called, every later row carries the position last set (call it per token, e.g. for prefill batches). */
 MOE_API moe_status moe_set_position(moe_context* ctx, uint32_t seq, uint32_t token);
 /* Feeds one token's router output at `layer`: `n` (1..top_k) distinct expert ids in rank order and their
- * weights (may be NULL). Records the row (trace), updates the co-activation predictor and prefetches, for
- * layer + 1, the prefetch_k experts that most often followed the experts just selected (see docs/embedding.md).
+ * weights (may be NULL). Records the row (trace), feeds the prefetcher (its co-activation history learns from
+ * it, and prefetches it issued for this layer that were not selected, or for earlier layers, are cancelled if
+ * still queued) and, in the history modes, prefetches the experts it predicts for layers layer+1 ..
+ * layer+prefetch_depth (past the last layer: the next token's first layers). See docs/embedding.md.
  * moe_route_ex also writes the number of prefetch loads it started to *n_prefetched (may be NULL). */
 MOE_API moe_status moe_route(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights);
 MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
                                 const float* weights, uint32_t* n_prefetched);
+/* API version 3. moe_route_ex plus speculative gating: `hidden` (n_embd floats) is the vector router `layer` was
+ * applied to (the layer's normed FFN input); the routers of layers layer+1 .. layer+prefetch_depth are applied to
+ * it and the prefetch_k experts with the highest logits of each are prefetched (MOE_PREFETCH_BOTH: then the
+ * history's guesses fill up). Call it instead of moe_route for that row. MOE_ERR_UNSUPPORTED when the context's
+ * prefetch_mode is not MOE_PREFETCH_SPEC or MOE_PREFETCH_BOTH; MOE_ERR_INVALID_ARGUMENT when n_embd is not the
+ * routers' (moe_context_info.router_n_embd). */
+MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
+                                    const float* weights, const float* hidden, size_t n_embd,
+                                    uint32_t* n_prefetched);
 
 /* ---- statistics and traces --------------------------------------------------------------------------------- */
 
@@ -274,11 +315,28 @@ typedef struct moe_stats {
     uint64_t bytes_loaded;    /* bytes of completed loads */
     uint64_t wait_ns;         /* time blocked in moe_wait */
     uint64_t routed_rows;     /* rows fed by moe_route (per layer: rows of that layer) */
-    uint64_t predicted;       /* experts moe_route predicted for this layer (prefetched, or already there) */
+    uint64_t predicted;       /* distinct experts the prefetcher guessed for this layer, per token */
+    /* API version 3: the prefetcher (docs/prefetch.md defines each figure). What became of prefetch loads: */
+    uint64_t prefetch_joins;            /* misses that joined a load a prefetch had started (also in joins) */
+    uint64_t cancelled_loads;           /* prefetch loads withdrawn before reading (stale hints); never failed */
+    uint64_t prefetch_unused_evictions; /* prefetched experts evicted before any acquire used them */
+    uint64_t prefetch_wasted_bytes;     /* ...their bytes: moved for nothing */
+    uint64_t prefetch_wasted;           /* prefetch loads never used: unused evictions + cancelled loads */
+    double prefetch_recall;    /* (prefetch_hits + prefetch_joins) / (hits + misses); 0 when nothing was acquired */
+    double prefetch_precision; /* (prefetch_hits + prefetch_joins) / prefetch_loads; 0 without prefetch loads */
+    /* What the prefetcher guessed (from the routed rows; the same at both levels): */
+    uint64_t needed;             /* experts routed at this layer */
+    uint64_t predicted_needed;   /* ...of which guessed for that very token */
+    double prediction_recall;    /* predicted_needed / needed: the guesses' quality apart from the cache */
+    uint64_t prefetch_issued;    /* guesses that started a load */
+    uint64_t prefetch_already;   /* guesses already resident or loading */
+    uint64_t prefetch_skipped;   /* guesses not issued: no slot to spare, or prefetch_k loads already started */
+    uint64_t prefetch_cancelled; /* issued prefetches cancelled as stale while still queued */
 } moe_stats;
 /* Totals over every layer. */
 MOE_API moe_status moe_get_stats(const moe_context* ctx, moe_stats* stats);
 MOE_API moe_status moe_get_layer_stats(const moe_context* ctx, int32_t layer, moe_stats* stats);
+/* Zeroes the counters of both levels and the prefetcher's (not what its history learnt). */
 MOE_API moe_status moe_reset_stats(moe_context* ctx);
 
 /* The cache levels: the expert tier (what handles point into) and the host tier under it. A hit at the host
@@ -311,17 +369,17 @@ MOE_API moe_status moe_trace_write(const moe_context* ctx, const char* path);
 typedef struct moe_engine moe_engine;   /* a model loaded for inference, with its expert cache and KV cache */
 typedef struct moe_sampler moe_sampler; /* token sampling state (random generator, recent tokens) */
 
-typedef enum moe_prefetch_mode {
-    MOE_PREFETCH_NONE = 0,
-    MOE_PREFETCH_SPEC = 1,    /* speculative gating: later layers' routers on the current hidden state */
-    MOE_PREFETCH_HISTORY = 2, /* co-activation history */
-    MOE_PREFETCH_BOTH = 3     /* spec's guesses first, then history's */
-} moe_prefetch_mode;
+typedef enum moe_backend_kind {
+    MOE_BACKEND_CPU = 0,  /* the CPU backend: resident weights and expert slots in RAM */
+    MOE_BACKEND_CUDA = 1, /* the CUDA backend: resident weights and expert slots in VRAM (MOE_ERR_UNSUPPORTED
+                             without a CUDA build and a GPU) */
+    MOE_BACKEND_AUTO = 2  /* CUDA when a GPU is usable, else the CPU */
+} moe_backend_kind;
 
 typedef struct moe_engine_options {
     uint32_t struct_size;         /* sizeof(moe_engine_options); moe_engine_options_init sets it */
-    uint64_t expert_budget_bytes; /* memory for expert slots (RAM in this CPU build); 0 = room for every expert.
-                                     MOE_ERR_BUDGET below one layer's top_k experts */
+    uint64_t expert_budget_bytes; /* memory for expert slots (VRAM with the CUDA backend, else RAM); 0 = room for
+                                     every expert. MOE_ERR_BUDGET below one layer's top_k experts */
     uint64_t host_budget_bytes;   /* pinned host RAM for a second expert level under the first (0 = none); at
                                      least as many slots as the expert budget (MOE_ERR_BUDGET) */
     const char* policy;           /* eviction policy of the expert tier: NULL = "lru", "lru-layer", "lfu", "lfu-recent" */
@@ -333,6 +391,7 @@ typedef struct moe_engine_options {
     int32_t prefetch;             /* moe_prefetch_mode; default MOE_PREFETCH_NONE (docs/prefetch.md) */
     int32_t prefetch_depth;       /* MoE layers predicted ahead at each layer; default 1 */
     int32_t prefetch_k;           /* experts guessed per predicted layer; default 0 = top_k */
+    int32_t backend;              /* moe_backend_kind; default MOE_BACKEND_CPU (version 4) */
 } moe_engine_options;
 MOE_API moe_status moe_engine_options_init(moe_engine_options* opts);
 
@@ -360,6 +419,7 @@ typedef struct moe_engine_info {
     const char* arch;        /* owned by the engine */
     const char* name;
     const char* policy;
+    const char* backend;     /* "cpu" or "cuda" (version 4) */
 } moe_engine_info;
 MOE_API moe_status moe_engine_get_info(const moe_engine* engine, moe_engine_info* info);
 
@@ -438,8 +498,8 @@ MOE_API moe_status moe_generate(moe_engine* engine, const int32_t* prompt, size_
 /* -- statistics ---------------------------------------------------------------------------------------------- */
 
 /* Cache statistics of one level (moe_level) of the engine, of one MoE layer or (layer = -1) totals.
- * MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST without a host tier. routed_rows and predicted are 0 (the engine
- * routes internally). */
+ * MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST without a host tier. routed_rows is 0 (the engine routes internally);
+ * the prefetcher's figures (predicted, needed, ...) count decode steps, 0 with MOE_PREFETCH_NONE. */
 MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level, int32_t layer, moe_stats* stats);
 
 #ifdef __cplusplus

@@ -96,6 +96,10 @@ public:
     void set_expert(int layer, int expert, int file, std::span<const moe_range> ranges) {
         check(moe_layout_set_expert(_l, layer, expert, file, ranges.size(), ranges.data()));
     }
+    // W: (n_experts, n_embd) router weights of `layer`, for speculative gating (copied).
+    void set_router(int layer, std::span<const float> W, int n_embd) {
+        check(moe_layout_set_router(_l, layer, W.data(), n_embd));
+    }
     const moe_layout* get() const { return _l; }
 
 private:
@@ -161,6 +165,14 @@ public:
     uint32_t route(int layer, std::span<const int32_t> ids, std::span<const float> weights = {}) {
         uint32_t n = 0;
         check(moe_route_ex(_c, layer, ids.size(), ids.data(), weights.empty() ? nullptr : weights.data(), &n));
+        return n;
+    }
+    // route() with the hidden state router `layer` was applied to, for speculative gating (spec / both modes).
+    uint32_t route_hidden(int layer, std::span<const int32_t> ids, std::span<const float> hidden,
+                          std::span<const float> weights = {}) {
+        uint32_t n = 0;
+        check(moe_route_hidden(_c, layer, ids.size(), ids.data(), weights.empty() ? nullptr : weights.data(),
+                               hidden.data(), hidden.size(), &n));
         return n;
     }
     void set_position(uint32_t seq, uint32_t token) { check(moe_set_position(_c, seq, token)); }

@@ -3,7 +3,9 @@
 // percentage of the model's experts, with the hit rate and bytes loaded at each. Every budget gets a fresh engine
 // (an empty expert cache) and the same prompt: fixed pseudo-random token ids, so no tokenizer is needed and no
 // end-of-generation token stops the decode (greedy argmax tokens are fed back). Timings cover the evaluation only,
-// not loading the resident weights.
+// not loading the resident weights. The percentages are of the expert bytes only (the slots); each budget's row
+// also reports the total footprint in compute memory, measured from the engine: resident weights, KV cache and
+// workspaces besides the slots (what `moe run --vram-budget` must cover).
 //
 // For a yardstick it runs llama.cpp on the same GGUF, with the same threads, prompt ids and token counts, through
 // llama-cpp-python (scripts/llamacpp_bench.py, a subprocess printing JSON), when that package is importable;
@@ -28,6 +30,7 @@
 
 #include "common/error.h"
 #include "common/units.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
@@ -42,43 +45,20 @@ namespace moe::cli {
 namespace {
 
 using json = nlohmann::ordered_json;
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t0) {
-    return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double rate(uint64_t n, double s) {
-    return s > 0.0 ? double(n) / s : 0.0;
-}
 
 std::vector<int> parse_percents(const std::string& text) {
     std::vector<int> out;
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        size_t used = 0;
-        int v = 0;
-        try {
-            v = std::stoi(item, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used == 0 || used != item.size() || v <= 0 || v > 100)
+    for (const std::string& item : split_commas(text)) {
+        const std::optional<int> v = parse_int(item);
+        if (!v || *v <= 0 || *v > 100)
             fail(
                 "--budgets: '{}' is not a percentage: expected comma-separated integers in 1..100 (% of the "
                 "model's experts), like 100,50,25",
                 item);
-        out.push_back(v);
+        out.push_back(*v);
     }
     if (out.empty()) fail("--budgets: no budgets given: expected percentages like 100,50,25");
     return out;
-}
-
-backend_kind parse_backend(const std::string& name) {
-    if (name == "cpu") return backend_kind::CPU;
-    if (name == "cuda") return backend_kind::CUDA;
-    return backend_kind::AUTO;
 }
 
 struct budget_result {
@@ -90,6 +70,7 @@ struct budget_result {
     layer_stats total;   // prompt + decode
     layer_stats decode;  // decode only
     std::string backend;
+    footprint memory;  // what the engine held in compute memory (slots included)
 };
 
 layer_stats minus(const layer_stats& a, const layer_stats& b) {
@@ -130,6 +111,7 @@ budget_result run_budget(const std::string& path, const model_desc& d, int perce
     r.load_s = seconds_since(t_load);
     r.backend = std::string(eng.backend_name());
     r.n_slots = eng.n_expert_slots();
+    r.memory = measure_footprint(eng);
 
     const auto t_prompt = clock_type::now();
     const float* logits = eng.prefill(prompt);
@@ -323,6 +305,12 @@ int run_bench_run(int argc, char** argv) {
                             {"percent_effective", 100.0 * double(r.n_slots) / double(n_total)},
                             {"n_slots", r.n_slots},
                             {"budget_bytes", r.budget_bytes},
+                            {"total_bytes", r.memory.total()},
+                            {"memory",
+                             {{"resident_bytes", r.memory.need.resident_bytes},
+                              {"kv_cache_bytes", r.memory.need.kv_bytes},
+                              {"workspace_bytes", r.memory.need.workspace_bytes},
+                              {"expert_slot_bytes", r.memory.expert_bytes()}}},
                             {"load_s", r.load_s},
                             {"prompt_s", r.prompt_s},
                             {"prompt_tokens_per_s", rate(uint64_t(prompt_tokens), r.prompt_s)},
@@ -348,15 +336,16 @@ int run_bench_run(int argc, char** argv) {
         "tokens, policy {}\n",
         model_path, arch_name(d.architecture), d.layout.n_moe_layers, d.layout.n_experts, d.n_experts_used,
         results.front().backend, threads, prompt_tokens, gen_tokens, policy);
-    s += fmt::format("{:>8} {:>11} {:>12} {:>14} {:>14} {:>9} {:>11} {:>12} {:>10}\n", "budget", "slots", "bytes",
-                     "prompt tok/s", "decode tok/s", "hit rate", "decode hit", "loaded", "wait ms");
+    s += fmt::format("{:>8} {:>11} {:>12} {:>12} {:>14} {:>14} {:>9} {:>11} {:>12} {:>10}\n", "budget", "slots",
+                     "bytes", "total", "prompt tok/s", "decode tok/s", "hit rate", "decode hit", "loaded", "wait ms");
     bool any_clamped = false;
     for (const auto& r : results) {
         any_clamped |= r.clamped;
         s +=
-            fmt::format("{:>7}% {:>11} {:>12} {:>14.1f} {:>14.1f} {:>8.1f}% {:>10.1f}% {:>12} {:>10.1f}\n",
+            fmt::format("{:>7}% {:>11} {:>12} {:>12} {:>14.1f} {:>14.1f} {:>8.1f}% {:>10.1f}% {:>12} {:>10.1f}\n",
                         fmt::format("{}{}", r.clamped ? "*" : "", r.percent), fmt::format("{}/{}", r.n_slots, n_total),
-                        format_bytes(r.budget_bytes), rate(uint64_t(prompt_tokens), r.prompt_s),
+                        format_bytes(r.budget_bytes), format_bytes(r.memory.total()),
+                        rate(uint64_t(prompt_tokens), r.prompt_s),
                         rate(uint64_t(gen_tokens), r.decode_s), 100.0 * r.total.hit_rate(), 100.0 * r.decode.hit_rate(),
                         format_bytes(r.total.bytes_loaded), double(r.total.wait_ns) / 1e6);
     }
@@ -365,6 +354,11 @@ int run_bench_run(int argc, char** argv) {
             "* raised to the smallest workable budget: top-{} = {} slots = {} (one layer's experts are "
             "pinned at once)\n",
             min_slots, min_slots, format_bytes(uint64_t(min_slots) * slot));
+    const footprint& m = results.front().memory;
+    s += fmt::format(
+        "bytes = expert slots (% of the expert bytes); total = what the engine held in compute memory: resident {} + "
+        "KV cache {} + workspace {} + the slots (the --vram-budget `moe run` would need)\n",
+        format_bytes(m.need.resident_bytes), format_bytes(m.need.kv_bytes), format_bytes(m.need.workspace_bytes));
     s += llama_cpp_line(llama, threads) + "\n";
     std::fputs(s.c_str(), stdout);
     return 0;

@@ -1,11 +1,12 @@
-// `moe inspect FILE [--json] [--layout] [--vram-budget X] [--host-budget Y]`: what a model is (architecture,
-// experts, tensor types), where each expert's bytes lie, and how many experts a memory budget can hold.
-// The --json form is a stable interface for other engines: docs/inspect-json.md.
+// `moe inspect FILE [--json] [--layout] [--vram-budget X] [--host-budget Y] [--ctx N] [--backend B]`: what a model
+// is (architecture, experts, tensor types), where each expert's bytes lie, and how many experts a memory budget
+// can hold. The --json form is a stable interface for other engines: docs/inspect-json.md.
 //
-// Capacity plan: the VRAM budget first holds every resident tensor (attention, embeddings, norms, routers, shared
-// experts, dense layers), then fixed-size expert slots of max_expert_bytes each; the host budget holds pinned
-// expert slots only. A budget that cannot hold the resident weights plus one layer's working set (top-k slots)
-// is impossible: the plan says so and the command exits with status 3 (documented in docs/inspect-json.md).
+// Capacity plan: the VRAM budget is planned exactly as `moe run --vram-budget` plans it (runtime/auto_budget.h:
+// plan_compute_budget), so the two agree for the same --ctx and backend: the resident weights as the engine holds
+// them (F32), the KV cache for --ctx positions and the workspaces first, then expert slots of the engine's slot
+// size. The host budget holds pinned expert slots only. A budget that cannot hold all that plus one layer's
+// working set (top-k slots) is impossible: the plan says so and the command exits with status 3.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,8 @@
 
 #include "common/error.h"
 #include "common/units.h"
+#include "runtime/auto_budget.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -72,7 +75,10 @@ histogram tensor_histogram(const model_file& f, const model_desc& d) {
 struct tier_plan {
     std::string name;
     uint64_t budget = 0;
+    uint64_t slot_bytes = 0;
     uint64_t resident = 0;   // bytes of resident weights this tier must hold first
+    uint64_t kv = 0;         // ... the KV cache
+    uint64_t workspace = 0;  // ... and the workspaces
     uint64_t free = 0;       // left for expert slots
     uint64_t slots = 0;      // expert slots that fit (capped at the number of routed experts)
     uint64_t slots_raw = 0;  // before the cap
@@ -82,44 +88,55 @@ struct tier_plan {
     std::string note;
 };
 
-tier_plan plan_tier(const std::string& name, uint64_t budget, uint64_t resident, const model_desc& d,
-                    bool needs_working_set) {
+// The compute tier, planned as `moe run` plans --vram-budget.
+tier_plan plan_vram(uint64_t budget, const memory_need& need, const model_desc& d, const std::string& path) {
     tier_plan p;
-    p.name = name;
+    p.name = "vram";
     p.budget = budget;
-    p.resident = resident;
-    const uint64_t slot = d.layout.max_expert_bytes;
+    p.slot_bytes = engine::slot_bytes_for(d);
+    p.resident = need.resident_bytes;
+    p.kv = need.kv_bytes;
+    p.workspace = need.workspace_bytes;
     const uint64_t n_all = d.layout.experts.size();
-    if (budget < resident) {
+    try {
+        const budget_plan bp = plan_compute_budget(budget, need, p.slot_bytes, uint32_t(n_all),
+                                                   uint32_t(d.n_experts_used), path, "--vram-budget");
+        p.slots = bp.n_slots;
+    } catch (const error& e) {
         p.feasible = false;
-        p.note = fmt::format(
-            "impossible: the {} budget ({}) is smaller than the resident weights ({}); it needs at "
-            "least {} (resident + top-{} slots of {})",
-            name, format_bytes(budget), format_bytes(resident),
-            format_bytes(resident + uint64_t(d.n_experts_used) * slot), d.n_experts_used, format_bytes(slot));
-        return p;
+        p.note = fmt::format("impossible: {}", e.what());
     }
-    p.free = budget - resident;
-    p.slots_raw = slot ? p.free / slot : 0;
+    p.free = budget > need.total() ? budget - need.total() : 0;
+    p.slots_raw = p.free / p.slot_bytes;
+    if (p.feasible) {
+        p.share = n_all ? double(p.slots) / double(n_all) : 0;
+        p.per_layer = d.layout.n_moe_layers ? double(p.slots) / d.layout.n_moe_layers : 0;
+        if (p.slots == n_all) p.note = "every routed expert fits: nothing needs streaming";
+    }
+    return p;
+}
+
+// The host tier: pinned expert slots only.
+tier_plan plan_host(uint64_t budget, const model_desc& d) {
+    tier_plan p;
+    p.name = "host";
+    p.budget = budget;
+    p.slot_bytes = engine::slot_bytes_for(d);
+    const uint64_t n_all = d.layout.experts.size();
+    p.free = budget;
+    p.slots_raw = budget / p.slot_bytes;
     p.slots = std::min<uint64_t>(p.slots_raw, n_all);
     p.share = n_all ? double(p.slots) / double(n_all) : 0;
     p.per_layer = d.layout.n_moe_layers ? double(p.slots) / d.layout.n_moe_layers : 0;
-    if (needs_working_set && p.slots < uint64_t(d.n_experts_used)) {
-        p.feasible = false;
-        p.note = fmt::format(
-            "impossible: after the resident weights ({}) only {} expert slot(s) of {} fit, fewer "
-            "than the top-{} experts one layer needs at once; it needs at least {}",
-            format_bytes(resident), p.slots, format_bytes(slot), d.n_experts_used,
-            format_bytes(resident + uint64_t(d.n_experts_used) * slot));
-    } else if (p.slots == n_all) {
-        p.note = "every routed expert fits: nothing needs streaming";
-    }
+    if (p.slots == n_all) p.note = "every routed expert fits: nothing needs streaming";
     return p;
 }
 
 json tier_json(const tier_plan& p) {
     return json{{"budget", p.budget},
                 {"resident_bytes", p.resident},
+                {"kv_cache_bytes", p.kv},
+                {"workspace_bytes", p.workspace},
                 {"free_bytes", p.free},
                 {"slots", p.slots},
                 {"slots_uncapped", p.slots_raw},
@@ -214,7 +231,7 @@ void print_types(const char* label, const std::map<std::string, type_count>& m) 
 }
 
 void print_human(const model_file& f, const model_desc& d, const histogram& h, const std::vector<tier_plan>& plans,
-                 bool layout) {
+                 bool layout, const std::string& plan_basis) {
     uint64_t file_bytes = 0;
     for (auto s : f.file_sizes) file_bytes += s;
     std::printf("model        %s\n", f.paths.empty() ? "?" : f.paths[0].c_str());
@@ -254,16 +271,18 @@ void print_human(const model_file& f, const model_desc& d, const histogram& h, c
         "per expert   %s (largest: the slot size), %s per MoE layer\n", format_bytes(d.layout.max_expert_bytes).c_str(),
         format_bytes(d.layout.n_moe_layers ? d.layout.total_bytes / uint64_t(d.layout.n_moe_layers) : 0).c_str());
     if (!plans.empty()) {
-        std::printf("capacity plan (slot = %s)\n", format_bytes(d.layout.max_expert_bytes).c_str());
+        std::printf("capacity plan (slot = %s; %s)\n", format_bytes(engine::slot_bytes_for(d)).c_str(),
+                    plan_basis.c_str());
         uint64_t covered = 0;
         for (const auto& p : plans) {
-            if (p.resident)
-                std::printf("  %-5s %s: resident %s, %s left for experts\n", p.name.c_str(),
-                            format_bytes(p.budget).c_str(), format_bytes(p.resident).c_str(),
+            if (p.name == "vram")
+                std::printf("  %-5s %s: resident %s + KV cache %s + workspace %s, %s left for experts\n",
+                            p.name.c_str(), format_bytes(p.budget).c_str(), format_bytes(p.resident).c_str(),
+                            format_bytes(p.kv).c_str(), format_bytes(p.workspace).c_str(),
                             format_bytes(p.free).c_str());
             else
                 std::printf("  %-5s %s: all for expert slots\n", p.name.c_str(), format_bytes(p.budget).c_str());
-            if (p.budget >= p.resident)
+            if (p.feasible)
                 std::printf("        %llu expert slots = %s of the %zu routed experts, %.1f of %d per layer\n",
                             (unsigned long long)p.slots, pct(p.share).c_str(), d.layout.experts.size(), p.per_layer,
                             d.n_experts);
@@ -301,8 +320,22 @@ int run_inspect(int argc, char** argv) {
         ->required();
     app.add_flag("--json", as_json, "print one JSON object (schema: docs/inspect-json.md)");
     app.add_flag("--layout", layout, "list every expert's byte ranges (in --json: the expert_layout array)");
-    app.add_option("--vram-budget", vram_text, "device memory for resident weights + expert slots (e.g. 8G, 512M)");
+    int n_ctx = 4096;
+    std::string backend_text = "auto";
+    app.add_option("--vram-budget", vram_text,
+                   "the whole compute memory (e.g. 8G, 512M), planned as moe run plans it: resident weights + KV "
+                   "cache + workspaces, then expert slots");
     app.add_option("--host-budget", host_text, "pinned host memory for expert slots (e.g. 32G)");
+    app.add_option("--ctx", n_ctx,
+                   "context length the KV cache in the VRAM plan is sized for (moe run sizes it for the prompt + "
+                   "--n-predict unless given --ctx: pass the same value to both for the same plan)")
+        ->check(CLI::Range(1, 1 << 24))
+        ->capture_default_str();
+    app.add_option("--backend", backend_text,
+                   "the backend the VRAM plan is for: cuda (adds its fixed matmul/cuBLAS workspaces), cpu, or auto "
+                   "(cuda when a GPU is usable, as moe run)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -320,21 +353,29 @@ int run_inspect(int argc, char** argv) {
     histogram h = tensor_histogram(f, d);
 
     std::vector<tier_plan> plans;
-    if (vram) plans.push_back(plan_tier("vram", *vram, d.resident_bytes, d, true));
-    if (host) plans.push_back(plan_tier("host", *host, 0, d, false));
+    const bool cuda = computes_on_cuda(parse_backend(backend_text));
+    const int n_batch = engine_config{}.n_batch;  // moe run's prefill chunk
+    if (vram) plans.push_back(plan_vram(*vram, estimate_memory_need(f, d, n_ctx, n_batch, cuda), d, path));
+    if (host) plans.push_back(plan_host(*host, d));
+    const std::string plan_basis =
+        fmt::format("KV cache for {} positions (--ctx), {} backend, batches of {}", n_ctx, cuda ? "cuda" : "cpu",
+                    n_batch);
     bool feasible = std::all_of(plans.begin(), plans.end(), [](const tier_plan& p) { return p.feasible; });
 
     if (as_json) {
         json j = describe_json(f, d, h);
         if (!plans.empty()) {
-            json plan = {{"slot_bytes", d.layout.max_expert_bytes}, {"feasible", feasible}};
+            json plan = {{"slot_bytes", engine::slot_bytes_for(d)},
+                         {"feasible", feasible},
+                         {"n_ctx", n_ctx},
+                         {"backend", cuda ? "cuda" : "cpu"}};
             for (const auto& p : plans) plan[p.name] = tier_json(p);
             j["plan"] = std::move(plan);
         }
         if (layout) j["expert_layout"] = layout_json(d);
         std::printf("%s\n", j.dump(1).c_str());
     } else {
-        print_human(f, d, h, plans, layout);
+        print_human(f, d, h, plans, layout, plan_basis);
     }
     if (!feasible) {
         std::fprintf(stderr, "moe inspect: the budget cannot hold this model (see the capacity plan)\n");

@@ -3,9 +3,11 @@
 // stderr. --trace records every routing decision (prompt and generated tokens) as moe-trace v1 so `moe sim` can
 // replay the run; --stats-json writes the tokens and figures for scripts and tests.
 //
-// --backend cuda (the default where a GPU is usable) puts the resident weights and the expert slots in VRAM;
-// --backend cpu computes on the CPU, and the "VRAM budget" is then the RAM given to expert slots (engine_config::
-// expert_budget_bytes), the resident weights (attention, embeddings, routers) held in full besides it.
+// --vram-budget is the whole compute-memory budget (DESIGN.md invariant 1): the resident weights, the KV cache and
+// the workspaces come first and the expert slots get what is left (runtime/auto_budget.h: plan_compute_budget).
+// --backend cuda (the default where a GPU is usable) puts all of them in VRAM; --backend cpu computes on the CPU,
+// and the budget is then RAM. The estimate the slots are planned with is checked against what the engine really
+// allocated before anything runs, and the summary prints the breakdown.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #include "runtime/auto_budget.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/chat_template.h"
+#include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/progress.h"
 #include "runtime/engine.h"
@@ -38,28 +41,15 @@ namespace moe::cli {
 namespace {
 
 using json = nlohmann::ordered_json;
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t0) {
-    return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 std::vector<int> parse_ids(const std::string& text, int n_vocab) {
     std::vector<int> ids;
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        size_t used = 0;
-        int v = -1;
-        try {
-            v = std::stoi(item, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used == 0 || used != item.size())
-            fail("--prompt-ids: '{}' is not a token id: expected comma-separated integers like 1,2,3", item);
-        if (v < 0 || v >= n_vocab) fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", v, n_vocab);
-        ids.push_back(v);
+    for (const std::string& item : split_commas(text)) {
+        const std::optional<int> v = parse_int(item);
+        if (!v) fail("--prompt-ids: '{}' is not a token id: expected comma-separated integers like 1,2,3", item);
+        if (*v < 0 || *v >= n_vocab)
+            fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", *v, n_vocab);
+        ids.push_back(*v);
     }
     if (ids.empty()) fail("--prompt-ids: no token ids given");
     return ids;
@@ -71,10 +61,6 @@ std::string trace_model_name(const std::string& name) {
     for (char& c : s)
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r') c = '_';
     return s;
-}
-
-double rate(uint64_t n, double s) {
-    return s > 0.0 ? double(n) / s : 0.0;
 }
 
 // The prefetcher's part of the summary (definitions: docs/prefetch.md): overall, then one entry per MoE layer.
@@ -101,12 +87,12 @@ std::string prefetch_summary(const cache_stats& cs, std::span<const prefetcher_l
 
 // Without --vram-budget (runtime/auto_budget.h): the expert budget from the free memory of the memory the backend
 // computes in (VRAM for CUDA, RAM for the CPU) and, with a GPU backend and no --host-budget, a host tier from free
-// RAM. Sets ec's budgets; returns what was chosen and why, for stderr.
-std::string size_budgets_from_free_memory(const std::string& model_path, const model_desc& desc, engine_config& ec,
-                                          bool host_given) {
-    const bool cuda =
-        ec.backend == backend_kind::CUDA || (ec.backend == backend_kind::AUTO && cuda_backend_available());
-    const memory_need need = estimate_memory_need(open_model_file(model_path), desc, ec.n_ctx, ec.n_batch, cuda);
+// RAM. Sets ec's budgets and `plan` (its budget: the free memory less the margin); returns what was chosen and
+// why, for stderr.
+std::string size_budgets_from_free_memory(const std::string& model_path, const model_desc& desc,
+                                          const memory_need& need, engine_config& ec, bool host_given,
+                                          budget_plan& plan) {
+    const bool cuda = computes_on_cuda(ec.backend);
     const std::optional<free_memory> mem = cuda ? free_vram() : available_ram();
     if (!mem)
         fail("{}: no --vram-budget given, and {} cannot be read to size one; pass --vram-budget", model_path,
@@ -116,6 +102,12 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
     const budget_choice c =
         choose_expert_budget(*mem, need, slot, n_total, uint32_t(desc.n_experts_used), model_path);
     ec.expert_budget_bytes = c.budget_bytes;
+    plan.budget_bytes = mem->free_bytes - std::min(mem->free_bytes, safety_margin(*mem));
+    plan.need = need;
+    plan.slot_bytes = slot;
+    plan.n_slots = c.n_slots;
+    plan.every_expert = c.every_expert;
+    plan.min_budget_bytes = need.total() + uint64_t(desc.n_experts_used) * slot;
     std::string s = fmt::format(
         "moe run: no --vram-budget given: {} for expert slots in {} = {} slots of {} ({:.1f}% of the {} experts{}), "
         "sized from {}\n",
@@ -170,10 +162,11 @@ int run_run(int argc, char** argv) {
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
     app.add_option("--vram-budget", budget_text,
-                   "memory for expert slots, e.g. 64K, 512M, 8G: VRAM with the cuda backend, RAM given to the "
-                   "expert cache with the cpu backend (resident weights come on top). Default: sized from free memory (free VRAM "
-                   "with a GPU backend, MemAvailable on the CPU) after the resident weights, KV cache and a margin, "
-                   "at most every expert; what it chose is printed");
+                   "the whole compute memory the model may use, e.g. 8G (an 8 GB card), 512M: resident weights, KV "
+                   "cache and workspaces come first, expert slots get the rest; VRAM with the cuda backend, RAM with "
+                   "the cpu backend. Too small for those plus one layer's top-k slots: refused with the minimum. "
+                   "Default: sized from free memory (free VRAM with a GPU backend, MemAvailable on the CPU) less a "
+                   "margin, at most every expert; what it chose is printed");
     app.add_option("--policy", policy, "eviction policy of the expert cache (lru, lfu, ...: see moe sim --help)")
         ->capture_default_str();
     app.add_option("--prefetch", prefetch,
@@ -243,12 +236,12 @@ int run_run(int argc, char** argv) {
     if (host_budget && *host_budget == 0)
         fail("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
 
-    // The tokenizer and the budget check come first: a refusal should not wait for the weights to load.
+    // The tokenizer, the prompt and the budget plan come first: a refusal should not wait for the weights to load.
     std::optional<tokenizer> tok;
     std::optional<chat_template> chat_tpl;
     model_desc desc;
+    const model_file mf = open_model_file(model_path);  // also for the memory estimate below
     {
-        model_file mf = open_model_file(model_path);
         desc = describe_model(mf);
         if (!prompt.empty()) {
             try {
@@ -265,49 +258,11 @@ int run_run(int argc, char** argv) {
             }
         }
     }
-    const uint64_t min_budget = engine::min_budget_for(desc);
-    if (budget && *budget < min_budget)
-        fail(
-            "{}: --vram-budget {} ({} bytes) is too small: the forward pass pins one layer's top-{} experts at once, "
-            "so it needs at least {} ({} bytes)",
-            model_path, format_bytes(*budget), *budget, desc.n_experts_used, format_bytes(min_budget), min_budget);
-
-    // lru-layer splits the slots evenly between the MoE layers and evicts only within a layer, so each layer's
-    // share must hold its top-k: refuse here rather than fail on the first layer that runs out.
-    if (budget && policy == "lru-layer") {
-        const uint64_t need = engine::slot_bytes_for(desc) * uint64_t(desc.n_experts_used) *
-                              uint64_t(std::max(1, desc.layout.n_moe_layers));
-        if (*budget < need)
-            fail(
-                "{}: --vram-budget {} ({} bytes) is too small for --policy lru-layer: it gives each of the {} MoE "
-                "layers an equal share of the slots, and each share must hold top-{} experts, so it needs at least "
-                "{} ({} bytes); use another policy or a larger budget",
-                model_path, format_bytes(*budget), *budget, desc.layout.n_moe_layers, desc.n_experts_used,
-                format_bytes(need), need);
-    }
-
     if (prefetch_k > desc.n_experts)
         fail("--prefetch-k {}: expected 0 (= top-k) up to the model's {} experts per layer", prefetch_k,
              desc.n_experts);
-    // With lru-layer, prefetches still loading hold slots of their layer's share (the prefetcher starts at most
-    // --prefetch-k loads per layer and step), and a share cannot borrow from other layers: unless each share holds
-    // top-k plus those, a demand can find every slot of its share pinned or loading. Generation goes on without
-    // prefetch then.
     bool use_prefetch = prefetch != "none";
     const int per_layer = prefetch_k ? prefetch_k : desc.n_experts_used;
-    if (use_prefetch && budget && policy == "lru-layer") {
-        const uint64_t n_slots = *budget / engine::slot_bytes_for(desc);
-        const uint64_t share = n_slots / uint64_t(std::max(1, desc.layout.n_moe_layers));
-        const uint64_t need = uint64_t(desc.n_experts_used) + uint64_t(per_layer);
-        if (share < need) {
-            warn_once("run.lru_layer_prefetch",
-                      fmt::format("--prefetch {} turned off: --policy lru-layer gives each MoE layer {} slot(s) "
-                                  "of --vram-budget {}, fewer than the {} a prefetch beside a demand needs",
-                                  prefetch, share, format_bytes(*budget), need));
-            use_prefetch = false;
-            prefetch = "none (off: lru-layer share too small)";
-        }
-    }
 
     std::vector<int> prompt_tokens;
     std::string prompt_text;  // what the tokenizer encoded: the prompt, or with --chat the templated chat
@@ -335,28 +290,66 @@ int run_run(int argc, char** argv) {
 
     engine_config ec;
     ec.n_ctx = n_ctx;
-    ec.expert_budget_bytes = budget.value_or(0);
     ec.policy = policy;
+    ec.n_threads = n_threads;
+    ec.backend = parse_backend(backend_text);
+    ec.host_budget_bytes = host_budget.value_or(0);
+
+    // The budget covers resident weights + KV cache + workspaces + expert slots; the slots get what is left.
+    // Planned (and refused) before the weights load.
+    const uint64_t slot = engine::slot_bytes_for(desc);
+    const uint32_t n_total = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
+    const memory_need need = estimate_memory_need(mf, desc, ec.n_ctx, ec.n_batch, computes_on_cuda(ec.backend));
+    const bool budget_auto = !budget;
+    budget_plan plan;
+    if (budget_auto)
+        std::fputs(
+            size_budgets_from_free_memory(model_path, desc, need, ec, host_budget.has_value(), plan).c_str(),
+            stderr);
+    else
+        plan = plan_compute_budget(*budget, need, slot, n_total, uint32_t(desc.n_experts_used), model_path,
+                                   "--vram-budget");
+    ec.expert_budget_bytes = plan.expert_bytes();
+    const std::string budget_name =
+        budget_auto ? std::string("the budget sized from free memory") : "--vram-budget " + format_bytes(*budget);
+
+    // lru-layer splits the slots evenly between the MoE layers and evicts only within a layer, so each layer's
+    // share must hold its top-k: refuse here rather than fail on the first layer that runs out.
+    const uint64_t n_moe = uint64_t(std::max(1, desc.layout.n_moe_layers));
+    if (policy == "lru-layer" && plan.n_slots < uint64_t(desc.n_experts_used) * n_moe) {
+        const uint32_t want = uint32_t(uint64_t(desc.n_experts_used) * n_moe);
+        const uint64_t need_total = need.total() + uint64_t(want) * slot;
+        fail(
+            "{}: {} ({} bytes) is too small for --policy lru-layer: it gives each of the {} MoE layers an equal "
+            "share of the slots, and each share must hold top-{} experts, so it needs at least {} ({} bytes) = {}; "
+            "use another policy or a larger budget",
+            model_path, budget_name, plan.budget_bytes, desc.layout.n_moe_layers, desc.n_experts_used,
+            format_bytes(need_total), need_total, format_breakdown(need, want, slot));
+    }
+    // With lru-layer, prefetches still loading hold slots of their layer's share (the prefetcher starts at most
+    // --prefetch-k loads per layer and step), and a share cannot borrow from other layers: unless each share holds
+    // top-k plus those, a demand can find every slot of its share pinned or loading. Generation goes on without
+    // prefetch then.
+    if (use_prefetch && policy == "lru-layer" && !plan.every_expert) {
+        const uint64_t share = plan.n_slots / n_moe;
+        const uint64_t want = uint64_t(desc.n_experts_used) + uint64_t(per_layer);
+        if (share < want) {
+            warn_once("run.lru_layer_prefetch",
+                      fmt::format("--prefetch {} turned off: --policy lru-layer gives each MoE layer {} slot(s) "
+                                  "of {}, fewer than the {} a prefetch beside a demand needs",
+                                  prefetch, share, budget_name, want));
+            use_prefetch = false;
+            prefetch = "none (off: lru-layer share too small)";
+        }
+    }
     if (use_prefetch) {
         ec.prefetch.mode = parse_prefetch_mode(prefetch, "--prefetch");
         ec.prefetch.depth = prefetch_depth;
         ec.prefetch.per_layer = prefetch_k;
     }
-    ec.n_threads = n_threads;
-    ec.backend = backend_text == "cpu"    ? backend_kind::CPU
-                 : backend_text == "cuda" ? backend_kind::CUDA
-                                          : backend_kind::AUTO;
-    ec.host_budget_bytes = host_budget.value_or(0);
-    const bool budget_auto = !budget;
-    if (budget_auto) {
-        std::fputs(size_budgets_from_free_memory(model_path, desc, ec, host_budget.has_value()).c_str(), stderr);
-        budget = ec.expert_budget_bytes;
-    }
     // The host tier sits under the expert slots and needs at least as many slots (engine.h); refuse before loading.
     if (host_budget) {
-        const uint64_t slot = engine::slot_bytes_for(desc);
-        const uint64_t n_total = uint64_t(desc.layout.n_moe_layers) * uint64_t(desc.layout.n_experts);
-        const uint64_t above = std::min(*budget / slot, n_total);
+        const uint64_t above = plan.n_slots;
         if (*host_budget / slot < above)
             fail(
                 "{}: --host-budget {} ({} bytes) holds {} slot(s) of {}, fewer than the {} expert slot(s) of the "
@@ -369,6 +362,9 @@ int run_run(int argc, char** argv) {
     const auto t_load = clock_type::now();
     engine eng(model_path, ec);
     const double load_s = seconds_since(t_load);
+    // The plan rested on an estimate: hold the engine to the budget before anything runs.
+    const footprint fp = measure_footprint(eng);
+    check_footprint(fp, plan, model_path);
 
     routing_trace trace;
     trace.model = trace_model_name(desc.name);
@@ -428,8 +424,8 @@ int run_run(int argc, char** argv) {
     const layer_stats tot = cs.total();
     const uint64_t slot_bytes = eng.expert_slot_bytes();
     const uint32_t n_slots = eng.n_expert_slots();
-    const uint64_t budget_bytes = budget.value_or(uint64_t(n_slots) * slot_bytes);
-    const uint32_t n_total_experts = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
+    const uint32_t n_total_experts = n_total;
+    const std::vector<link_row> links = engine_links(eng);
 
     std::string s;
     s += fmt::format("\n--- moe run: {} ({} MoE layers x {} experts, top-{})\n", model_path, desc.layout.n_moe_layers,
@@ -441,11 +437,14 @@ int run_run(int argc, char** argv) {
     s += fmt::format("decode     {} tokens generated{}, {} evaluated in {:.3f} s = {:.1f} tokens/s\n", generated.size(),
                      stopped_eog ? " (stopped at end-of-generation)" : "", n_decoded, decode_s,
                      rate(n_decoded, decode_s));
-    s += fmt::format("cache      policy {}, prefetch {}, {} slots of {} = {} ({}{} of {} experts)\n", eng.policy_name(),
-                     prefetch, n_slots, format_bytes(slot_bytes), format_bytes(uint64_t(n_slots) * slot_bytes),
-                     budget ? "budget " + format_bytes(*budget) + ", " : std::string("unlimited, "),
-                     fmt::format("{:.1f}%", 100.0 * double(n_slots) / double(std::max(1u, n_total_experts))),
-                     n_total_experts);
+    s += fmt::format("memory     {} <= {} {} ({} in {})\n", format_footprint(fp),
+                     budget_auto ? "usable" : "budget", format_bytes(plan.budget_bytes),
+                     budget_auto ? "free memory less the margin" : "--vram-budget",
+                     eng.resident_backend_bytes() > 0 ? "VRAM" : "RAM");
+    s += fmt::format("cache      policy {}, prefetch {}, {} slots of {} = {} ({:.1f}% of {} experts)\n",
+                     eng.policy_name(), prefetch, n_slots, format_bytes(slot_bytes),
+                     format_bytes(uint64_t(n_slots) * slot_bytes),
+                     100.0 * double(n_slots) / double(std::max(1u, n_total_experts)), n_total_experts);
     s +=
         fmt::format("hit rate   {:.1f}% ({} hits, {} misses, {} evictions, {} prefetch loads, {} prefetch hits)\n",
                     100.0 * tot.hit_rate(), tot.hits, tot.misses, tot.evictions, tot.prefetch_loads, tot.prefetch_hits);
@@ -461,6 +460,7 @@ int run_run(int argc, char** argv) {
             "{} read from the file\n",
             eng.n_host_slots(), format_bytes(uint64_t(eng.n_host_slots()) * slot_bytes), 100.0 * host.hit_rate(),
             host.hits, host.misses, format_bytes(host.bytes_loaded));
+    s += links_summary(links);
     const auto pf_layers = eng.prefetch_stats();
     if (!pf_layers.empty()) s += prefetch_summary(cs, pf_layers, prefetch_depth, per_layer);
     std::fputs(s.c_str(), stderr);
@@ -524,9 +524,20 @@ int run_run(int argc, char** argv) {
         j["evictions"] = tot.evictions;
         j["bytes_loaded"] = tot.bytes_loaded;
         j["wait_ms"] = double(tot.wait_ns) / 1e6;
-        j["budget_bytes"] = budget_bytes;
-        j["budget_unlimited"] = !budget.has_value();
+        // The whole compute-memory budget (--vram-budget, or the usable free memory when sized automatically) and
+        // what the engine holds in it, measured after it was built.
+        j["budget_bytes"] = plan.budget_bytes;
+        j["budget_unlimited"] = false;
         j["budget_auto"] = budget_auto;  // sized from free memory (no --vram-budget)
+        j["memory"] = {{"resident_bytes", fp.need.resident_bytes},
+                       {"kv_cache_bytes", fp.need.kv_bytes},
+                       {"workspace_bytes", fp.need.workspace_bytes},
+                       {"expert_slot_bytes", fp.expert_bytes()},
+                       {"total_bytes", fp.total()},
+                       {"budget_bytes", plan.budget_bytes},
+                       {"n_ctx", n_ctx}};
+        j["expert_budget_bytes"] = fp.expert_bytes();
+        j["links"] = links_json(links);
         j["host_slots"] = eng.n_host_slots();
         j["host_budget_bytes"] = uint64_t(eng.n_host_slots()) * slot_bytes;
         j["host_hits"] = host.hits;

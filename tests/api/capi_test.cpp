@@ -1,7 +1,7 @@
 // The C API (runtime/api/moe_runtime.h) through the shared library: status codes for every bad input, exact
 // expert bytes under a small budget (checked against the fixture's tensor table, not against the library's own
-// layout), hand-made layouts, hit/miss statistics on hand-computed sequences, the co-activation predictor, and
-// traces read back with cache/trace.h.
+// layout), hand-made layouts, hit/miss statistics on hand-computed sequences, and traces read back with
+// cache/trace.h (the prefetcher behind moe_route: capi_prefetch_test.cpp).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,9 +17,12 @@
 #include "cache/trace.h"
 #include "common/gpu.h"
 #include "runtime/api/moe_runtime.h"
+#include "tests/api/capi_test_util.h"
 #include "tests/prefetch/io_test_util.h"
 
 namespace {
+using moe::test::layer_stats;
+using moe::test::total_stats;
 
 const std::string k_fixtures = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/";
 const std::string k_mixtral = k_fixtures + "mixtral-tiny-f32.gguf";
@@ -52,19 +55,7 @@ moe_options options(uint64_t budget, uint32_t prefetch_in_flight = 0) {
     return o;
 }
 
-moe_stats layer_stats(const moe_context* c, int layer) {
-    moe_stats s{};
-    s.struct_size = sizeof(s);
-    EXPECT_EQ(moe_get_layer_stats(c, layer, &s), MOE_OK) << moe_last_error();
-    return s;
-}
 
-moe_stats total_stats(const moe_context* c) {
-    moe_stats s{};
-    s.struct_size = sizeof(s);
-    EXPECT_EQ(moe_get_stats(c, &s), MOE_OK) << moe_last_error();
-    return s;
-}
 
 // Acquire + wait + copy the bytes out + release.
 std::vector<uint8_t> fetch(moe_context* c, int layer, int expert) {
@@ -540,74 +531,6 @@ TEST(capi, stats_hand_computed) {
     ASSERT_EQ(moe_reset_stats(f.ctx), MOE_OK);
     EXPECT_EQ(total_stats(f.ctx).hits, 0u);
     EXPECT_EQ(total_stats(f.ctx).bytes_loaded, 0u);
-}
-
-// The co-activation predictor on a hand-made 2-layer x 8-expert layout, prefetch_k = 1.
-TEST(capi, route_predicts_next_layer_from_co_activation) {
-    moe::test::temp_file tf(tmp_dir(), 16 * 4096, 5);
-    fixture f;
-    ASSERT_EQ(moe_layout_create(2, 8, 2, &f.layout), MOE_OK);
-    int32_t fi = 0;
-    ASSERT_EQ(moe_layout_add_file(f.layout, tf.path.c_str(), &fi), MOE_OK);
-    for (int l = 0; l < 2; ++l)
-        for (int e = 0; e < 8; ++e) {
-            moe_range r{uint64_t(l * 8 + e) * 4096, 4096};
-            ASSERT_EQ(moe_layout_set_expert(f.layout, l, e, fi, 1, &r), MOE_OK);
-        }
-    moe_options o = options(0, 4);
-    o.prefetch_k = 1;
-    ASSERT_EQ(moe_context_create_from_layout(f.layout, &o, &f.ctx), MOE_OK) << moe_last_error();
-    const int32_t a01[2] = {0, 1}, a23[2] = {2, 3}, b56[2] = {5, 6}, b67[2] = {6, 7};
-    uint32_t n = 99;
-    // token 0: nothing learnt yet, nothing predicted; then layer 0 {0,1} -> layer 1 {5,6} is learnt.
-    ASSERT_EQ(moe_route_ex(f.ctx, 0, 2, a01, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 0u);
-    ASSERT_EQ(moe_route_ex(f.ctx, 1, 2, b56, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 0u);  // the last layer predicts nothing
-    // token 1: scores 5:2, 6:2 -> the tie goes to the lower id: 5.
-    ASSERT_EQ(moe_route_ex(f.ctx, 0, 2, a01, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 1u);
-    ASSERT_EQ(moe_route_ex(f.ctx, 1, 2, b67, nullptr, &n), MOE_OK);
-    // token 2: unseen experts at layer 0 -> no evidence, no prefetch.
-    ASSERT_EQ(moe_route_ex(f.ctx, 0, 2, a23, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 0u);
-    // token 3: scores 5:2, 6:4, 7:2 -> 6.
-    ASSERT_EQ(moe_route_ex(f.ctx, 0, 2, a01, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 1u);
-    // token 4: 6 again, already resident or loading -> predicted, not issued.
-    ASSERT_TRUE(wait_loaded(f.ctx, 1, 2 * 4096));
-    ASSERT_EQ(moe_route_ex(f.ctx, 0, 2, a01, nullptr, &n), MOE_OK);
-    EXPECT_EQ(n, 0u);
-    moe_stats s1 = layer_stats(f.ctx, 1);
-    EXPECT_EQ(s1.prefetch_loads, 2u);
-    EXPECT_EQ(s1.predicted, 3u);
-    EXPECT_EQ(s1.routed_rows, 2u);
-    EXPECT_EQ(layer_stats(f.ctx, 0).routed_rows, 5u);
-    EXPECT_EQ(layer_stats(f.ctx, 0).prefetch_loads, 0u);
-    fetch(f.ctx, 1, 5);
-    fetch(f.ctx, 1, 6);
-    fetch(f.ctx, 1, 7);
-    s1 = layer_stats(f.ctx, 1);
-    EXPECT_EQ(s1.prefetch_hits, 2u);  // 5 and 6 were prefetched
-    EXPECT_EQ(s1.misses, 1u);         // 7 was not (score 2 < 6's)
-
-    // With fewer than 2 x top_k slots the predictor stays off (a prefetch could starve the next acquire).
-    fixture g;
-    ASSERT_EQ(moe_layout_create(2, 8, 2, &g.layout), MOE_OK);
-    ASSERT_EQ(moe_layout_add_file(g.layout, tf.path.c_str(), &fi), MOE_OK);
-    for (int l = 0; l < 2; ++l)
-        for (int e = 0; e < 8; ++e) {
-            moe_range r{uint64_t(l * 8 + e) * 4096, 4096};
-            ASSERT_EQ(moe_layout_set_expert(g.layout, l, e, fi, 1, &r), MOE_OK);
-        }
-    moe_options small = options(3 * 4096, 4);
-    ASSERT_EQ(moe_context_create_from_layout(g.layout, &small, &g.ctx), MOE_OK) << moe_last_error();
-    for (int t = 0; t < 3; ++t) {
-        ASSERT_EQ(moe_route_ex(g.ctx, 0, 2, a01, nullptr, &n), MOE_OK);
-        EXPECT_EQ(n, 0u);
-        ASSERT_EQ(moe_route(g.ctx, 1, 2, b56, nullptr), MOE_OK);
-    }
-    EXPECT_EQ(total_stats(g.ctx).loads, 0u);
 }
 
 // Routed rows come back from the moe-trace v1 file exactly, with automatic and explicit positions.

@@ -18,6 +18,7 @@
 
 #include "runtime/api/moe_runtime.h"
 #include "runtime/api/moe_runtime.hpp"
+#include "runtime/backend_cuda.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_weights.h"
@@ -167,6 +168,33 @@ TEST(engine_api, info_matches_the_engine) {
     EXPECT_EQ(i.resident_bytes, ref.resident_bytes());
     EXPECT_STREQ(i.arch, "llama");
     EXPECT_STREQ(i.policy, "lru");
+    EXPECT_STREQ(i.backend, "cpu");  // the default backend
+}
+
+// The compute backend: CPU by default, CUDA on request (refused clearly where there is no GPU), AUTO falls back.
+TEST(engine_api, backend_choice) {
+    engine_ptr p;
+    moe_engine_options o = options(0);
+    o.backend = 7;
+    EXPECT_EQ(moe_engine_create(k_mx.c_str(), &o, &p.e), MOE_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(moe_last_error()).find("backend 7"), std::string::npos) << moe_last_error();
+    o.backend = MOE_BACKEND_AUTO;
+    ASSERT_EQ(moe_engine_create(k_mx.c_str(), &o, &p.e), MOE_OK) << moe_last_error();
+    moe_engine_info i{};
+    i.struct_size = sizeof(i);
+    ASSERT_EQ(moe_engine_get_info(p.e, &i), MOE_OK);
+    EXPECT_STREQ(i.backend, moe::cuda_backend_available() ? "cuda" : "cpu");
+    moe_engine_destroy(p.e);
+    p.e = nullptr;
+    o.backend = MOE_BACKEND_CUDA;
+    if (!moe::cuda_backend_available()) {
+        EXPECT_EQ(moe_engine_create(k_mx.c_str(), &o, &p.e), MOE_ERR_UNSUPPORTED);
+        EXPECT_NE(std::string(moe_last_error()).find("no usable GPU"), std::string::npos) << moe_last_error();
+    } else {
+        ASSERT_EQ(moe_engine_create(k_mx.c_str(), &o, &p.e), MOE_OK) << moe_last_error();
+        ASSERT_EQ(moe_engine_get_info(p.e, &i), MOE_OK);
+        EXPECT_STREQ(i.backend, "cuda");
+    }
 }
 
 TEST(engine_api, logits_are_bit_identical_to_the_engine) {
@@ -251,7 +279,7 @@ TEST(engine_api, greedy_and_sampled_generation_match_the_engine_loop_and_the_pin
 }
 
 TEST(engine_api, text_generation_matches_moe_run) {
-    const nlohmann::json run = moe_run("-m " + k_tiny + " -p 'Hello world' -n 16 --vram-budget 48K", "text");
+    const nlohmann::json run = moe_run("-m " + k_tiny + " -p 'Hello world' -n 16 --vram-budget 328K", "text");  // 2 slots
     ASSERT_TRUE(run.contains("tokens")) << run.dump();
     engine_ptr p;
     moe_engine_options o = options(48 << 10, 192 << 10);  // host: room for all 8 experts
@@ -318,7 +346,7 @@ TEST(engine_api, sampled_generation_matches_moe_run) {
     const nlohmann::json run =
         moe_run("-m " + k_mx +
                     " --prompt-ids 1,17,42,99,5,77,3,120 -n 12 --temp 0.9 --top-k 40 --top-p 0.95 --min-p 0.05 "
-                    "--repeat-penalty 1.1 --seed 7 --vram-budget 24K",
+                    "--repeat-penalty 1.1 --seed 7 --vram-budget 291K",  // the whole budget: 2 slots
                 "sampled");
     ASSERT_TRUE(run.contains("tokens")) << run.dump();
     engine_ptr p;

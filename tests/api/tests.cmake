@@ -27,7 +27,8 @@ if(TARGET mini_llm)
     set(_fx ${PROJECT_SOURCE_DIR}/tests/fixtures)
     foreach(cfg "mixtral|ref/mixtral-f32.gguf|8|"
                 "qwen3moe_host|ref/qwen3moe-f32.gguf|16|--host-budget|49152"
-                "mixtral_tiny_host|mixtral-tiny-f32.gguf|16|--budget|73728|--host-budget|122880")
+                "mixtral_tiny_host|mixtral-tiny-f32.gguf|16|--budget|73728|--host-budget|122880"
+                "mixtral_tiny_spec|mixtral-tiny-f32.gguf|16|--budget|147456|--prefetch|both|--prefetch-depth|2")
         string(REPLACE "|" ";" cfg "${cfg}")
         list(POP_FRONT cfg tag model n)
         string(JOIN "|" extra ${cfg})

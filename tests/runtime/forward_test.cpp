@@ -18,6 +18,7 @@
 
 #include "common/error.h"
 #include "runtime/engine.h"
+#include "tests/runtime/ref_models.h"
 
 // GCC pairs the replaced operator new below with free() inside it and warns about a mismatch that is not one.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -45,87 +46,13 @@ void operator delete(void* p, std::size_t) noexcept {
 namespace moe {
 namespace {
 
-const std::string k_dir = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/ref/";
-
-struct ref_model {
-    std::string name, gguf, hf, gguf_q8_0;  // hf: empty when only the GGUF is committed  // gguf_q8_0: empty when the
-                                            // model has no quantized variant
-    int n_vocab = 0;
-    std::vector<std::vector<int>> prompts;
-    std::vector<std::vector<float>> logits;       // per prompt: (n_tok, n_vocab)
-    std::vector<std::vector<float>> q8_0_logits;  // the same for the Q8_0 variant (transformers on its weights)
-};
-
-std::vector<ref_model> load_refs() {
-    std::ifstream jf(k_dir + "ref.json");
-    EXPECT_TRUE(jf.good()) << "missing " << k_dir << "ref.json";
-    nlohmann::json j = nlohmann::json::parse(jf);
-    std::ifstream bf(k_dir + "ref.bin", std::ios::binary);
-    std::vector<char> blob((std::istreambuf_iterator<char>(bf)), std::istreambuf_iterator<char>());
-    std::vector<ref_model> out;
-    for (const auto& m : j["models"]) {
-        // References of architectures the forward pass does not run yet (deepseek2, gpt-oss) are committed ahead
-        // of it; forward.refuses_architectures_it_cannot_run_yet checks that they are refused, not miscomputed.
-        if (!forward_supported(
-                describe_model(open_model_file(k_dir + m["gguf"].get<std::string>())).architecture))
-            continue;
-        ref_model r;
-        r.name = m["name"];
-        r.gguf = k_dir + m["gguf"].get<std::string>();
-        if (m["hf"].is_string()) r.hf = k_dir + m["hf"].get<std::string>();  // qwen2moe: GGUF only (size)
-        r.n_vocab = m["n_vocab"];
-        size_t off = m["logits_offset"].get<size_t>();
-        for (const auto& p : m["prompts"]) {
-            r.prompts.push_back(p.get<std::vector<int>>());
-            std::vector<float> l(r.prompts.back().size() * size_t(r.n_vocab));
-            EXPECT_LE((off + l.size()) * 4, blob.size());
-            std::memcpy(l.data(), blob.data() + off * 4, l.size() * 4);
-            off += l.size();
-            r.logits.push_back(std::move(l));
-        }
-        if (m.contains("gguf_q8_0") && m["gguf_q8_0"].is_string()) {
-            r.gguf_q8_0 = k_dir + m["gguf_q8_0"].get<std::string>();
-            size_t q = m["q8_0_logits_offset"].get<size_t>();
-            for (const auto& pr : r.prompts) {
-                std::vector<float> l(pr.size() * size_t(r.n_vocab));
-                EXPECT_LE((q + l.size()) * 4, blob.size());
-                std::memcpy(l.data(), blob.data() + q * 4, l.size() * 4);
-                q += l.size();
-                r.q8_0_logits.push_back(std::move(l));
-            }
-        }
-        out.push_back(std::move(r));
-    }
-    return out;
-}
-
-// Worst per-position relative error over a prompt: max over positions of max|a-b| / max|b|.
-double max_rel_error(const std::vector<float>& ours, const std::vector<float>& ref, int n_vocab) {
-    double worst = 0.0;
-    for (size_t p = 0; p * size_t(n_vocab) < ref.size(); ++p) {
-        double diff = 0.0, scale = 0.0;
-        for (int i = 0; i < n_vocab; ++i) {
-            const size_t k = p * size_t(n_vocab) + size_t(i);
-            diff = std::max(diff, double(std::fabs(ours[k] - ref[k])));
-            scale = std::max(scale, double(std::fabs(ref[k])));
-        }
-        worst = std::max(worst, diff / scale);
-    }
-    return worst;
-}
-
-std::vector<std::vector<float>> run_all(engine& e, const ref_model& m) {
-    std::vector<std::vector<float>> out;
-    for (const auto& p : m.prompts) {
-        std::vector<float> l(p.size() * size_t(m.n_vocab));
-        e.logits(p, l);
-        out.push_back(std::move(l));
-    }
-    return out;
-}
+using test::k_ref_dir;
+using test::load_refs;
+using test::max_rel_error;
+using test::run_all;
 
 TEST(forward, refuses_architectures_it_cannot_run_yet) {
-    std::ifstream jf(k_dir + "ref.json");
+    std::ifstream jf(k_ref_dir + "ref.json");
     nlohmann::json j = nlohmann::json::parse(jf);
     int n_refused = 0;
     for (const auto& m : j["models"]) {
@@ -133,11 +60,11 @@ TEST(forward, refuses_architectures_it_cannot_run_yet) {
         for (const char* k : {"hf", "gguf_legacy", "gguf_mxfp4"})
             if (m.contains(k) && m[k].is_string()) files.push_back(m[k].get<std::string>());
         for (const std::string& f : files) {
-            const model_desc d = describe_model(open_model_file(k_dir + f));
+            const model_desc d = describe_model(open_model_file(k_ref_dir + f));
             if (forward_supported(d.architecture) && d.rope_scale.type == rope_scaling_type::NONE) continue;
             ++n_refused;
             try {
-                engine e(k_dir + f, engine_config{});
+                engine e(k_ref_dir + f, engine_config{});
                 ADD_FAILURE() << f << ": expected a refusal";
             } catch (const error& e) {
                 EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
@@ -260,8 +187,10 @@ TEST(forward, logits_bit_identical_across_budgets_policies_and_prefetch) {
     }
 }
 
-// Prefill (experts grouped over a batch of tokens, each pinned once per layer) gives bit-identical logits to
-// decoding token by token, for any batch size, and loads each layer's experts once per batch, not per token.
+// Prefill (batched products for the projections, the router, the output head and each expert over the tokens that
+// chose it, each expert pinned once per layer) gives bit-identical logits to decoding token by token, for any batch
+// size (on the CPU a batched product gives every token a matvec's bits), and loads each layer's experts once per
+// batch, not per token.
 TEST(forward, prefill_in_batches_is_bit_identical_to_token_by_token_decode) {
     auto refs = load_refs();
     for (const auto& m : refs) {

@@ -1,6 +1,6 @@
 // The reference models of tests/fixtures/ref (scripts/make_reference_logits.py): tiny random Mixtral, Qwen3-MoE,
-// OLMoE and Qwen2-MoE with transformers' logits for each prompt, and the error measure the forward tests use.
-// (forward_test.cpp keeps its own copy of the loader from before this header.)
+// OLMoE and Qwen2-MoE with transformers' logits for each prompt, the error measure the forward tests use, and
+// the engine run over every prompt of a model that they compare.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
 #include "runtime/model_weights.h"
@@ -81,6 +82,17 @@ inline double max_rel_error(const std::vector<float>& ours, const std::vector<fl
         worst = std::max(worst, diff / scale);
     }
     return worst;
+}
+
+// Every prompt of m through e (from position 0 each, all positions' logits): per prompt (n_tok, n_vocab).
+inline std::vector<std::vector<float>> run_all(engine& e, const ref_model& m) {
+    std::vector<std::vector<float>> out;
+    for (const auto& p : m.prompts) {
+        std::vector<float> l(p.size() * size_t(m.n_vocab));
+        e.logits(p, l);
+        out.push_back(std::move(l));
+    }
+    return out;
 }
 
 }  // namespace moe::test

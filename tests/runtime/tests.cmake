@@ -41,18 +41,21 @@ moe_inspect_test(dir.mixtral_hf RC 0 REGEX "architecture llama \\(mixtral\\)"
 moe_inspect_test(dir.qwen3_sharded RC 0 REGEX "safetensors, 2 file"
                  ARGS inspect ${_fx}/qwen3moe-tiny-hf-sharded)
 
-# Human output with a partial fit: 163.25 KiB resident + 6.38 KiB slots; 180K leaves room for 2 slots.
+# Human output with a partial fit, planned as moe run plans --vram-budget: 163.25 KiB resident (F32) + KV cache for
+# 64 positions + workspaces (~287.6 KiB), then 8 KiB slots; 308K leaves room for 2 slots.
 moe_inspect_test(human.partial_fit RC 0
-                 REGEX "vram +180.00 KiB: resident 163.25 KiB.*2 expert slots = 25.0% of the 8 routed experts"
-                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 180K --host-budget 20K)
+                 REGEX "capacity plan \\(slot = 8.00 KiB; KV cache for 64 positions \\(--ctx\\), cpu backend.*vram +308.00 KiB: resident 163.25 KiB \\+ KV cache 32.00 KiB \\+ workspace [0-9.]+ KiB.*2 expert slots = 25.0% of the 8 routed experts"
+                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 308K --ctx 64 --backend cpu --host-budget 20K)
 moe_inspect_test(human.layout RC 0 REGEX "blk 1 moe 1 expert 3.*gate +blk.1.ffn_gate_exps.weight"
                  ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --layout)
 
 # Impossible budgets: flagged in the plan, exit status 3 (docs/inspect-json.md).
-moe_inspect_test(budget.below_resident RC 3 REGEX "impossible: the vram budget .* smaller than the resident"
-                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 100K)
-moe_inspect_test(budget.below_top_k RC 3 REGEX "fewer than the top-2 experts"
-                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 170K)
+moe_inspect_test(budget.below_resident RC 3
+                 REGEX "impossible: .*--vram-budget 100.00 KiB .* too small: it must hold the resident weights, the KV cache and the workspaces"
+                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 100K --ctx 64 --backend cpu)
+moe_inspect_test(budget.below_top_k RC 3
+                 REGEX "top-2 experts at once, so it needs at least [0-9.]+ KiB .* = resident 163.25 KiB \\+ KV cache 32.00 KiB \\+ workspace [0-9.]+ KiB \\+ 2 expert slot\\(s\\) of 8.00 KiB"
+                 ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 300K --ctx 64 --backend cpu)
 moe_inspect_test(budget.json_flag RC 3 REGEX "\"feasible\": false"
                  ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --json --vram-budget 100K)
 

@@ -21,10 +21,13 @@ moe_cli_test(bench.run.json RC 0
                     "budgets.0.prompt_tokens_per_s:NUMBER" "budgets.0.decode_tokens_per_s:NUMBER"
                     "budgets.0.hit_rate:NUMBER" "budgets.0.decode_hit_rate:NUMBER" "budgets.0.bytes_loaded:NUMBER"
                     "budgets.0.decode_bytes_loaded:NUMBER" "budgets.0.wait_ms:NUMBER" "budgets.0.evictions=0"
+                    "budgets.0.total_bytes:NUMBER" "budgets.0.memory.resident_bytes=167168"
+                    "budgets.0.memory.kv_cache_bytes=6656" "budgets.0.memory.expert_slot_bytes=196608"
+                    "budgets.3.memory.expert_slot_bytes=49152" "budgets.3.memory.workspace_bytes:NUMBER"
                     "llama_cpp.status=off"
              ARGS bench run -m ${_tiny} --budgets 100,50,25,10 ${_small} --json --llama-cpp off)
 moe_cli_test(bench.run.table RC 0
-             REGEX "budget +slots +bytes +prompt tok/s +decode tok/s +hit rate +decode hit +loaded.*100% +8/8 +192.00 KiB .*\\*10% +2/8 +48.00 KiB.*raised to the smallest workable budget: top-2 = 2 slots = 48.00 KiB.*llama.cpp: off"
+             REGEX "budget +slots +bytes +total +prompt tok/s +decode tok/s +hit rate +decode hit +loaded.*100% +8/8 +192.00 KiB +[0-9.]+ KiB .*\\*10% +2/8 +48.00 KiB +[0-9.]+ KiB .*raised to the smallest workable budget: top-2 = 2 slots = 48.00 KiB.*total = what the engine held in compute memory: resident 163.25 KiB \\+ KV cache 6.50 KiB \\+ workspace [0-9.]+ KiB \\+ the slots.*llama.cpp: off"
              ARGS bench run -m ${_tiny} --budgets 100,10 ${_small} --llama-cpp off)
 moe_cli_test(bench.run.default_budgets RC 0 JSON stdout
              CHECKS "budgets#3" "budgets.0.percent=100" "budgets.1.percent=50" "budgets.2.percent=25" "policy=lru"

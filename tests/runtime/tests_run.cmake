@@ -20,22 +20,27 @@ function(moe_run_test name)
     set_tests_properties(run.${name} PROPERTIES LABELS "runtime;e2e" TIMEOUT 120)
 endfunction()
 
-# Mixtral reference model (no tokenizer: prompt as ids), prompt 0 of ref.json. Slots are 12 KiB; top-2 -> 24K.
+# --vram-budget is the whole compute memory: resident weights + KV cache + workspaces + expert slots. The budgets
+# below sit half a slot above a whole number of slots (so a small change in the workspace estimate moves nothing).
+# Mixtral reference model (no tokenizer: prompt as ids), prompt 0 of ref.json, -n 8 (16 positions): resident
+# 163.25 KiB + KV 8 KiB + workspace ~87.6 KiB = ~258.9 KiB, then slots of 12 KiB: 289K = 2 slots (top-2, the
+# smallest), 301K = 3, 313K = 4, 325K = 5.
 set(_mx ${_fx}/ref/mixtral-f32.gguf)
 set(_mx_prompt 1,17,42,99,5,77,3,120)
 set(_mx_tokens 11,37,52,18,77,67,11,18)
-foreach(cfg "unlimited" "min|--vram-budget|24K" "mid|--vram-budget|36K" "min_lfu|--vram-budget|24K|--policy|lfu"
-            "lru_layer|--vram-budget|48K|--policy|lru-layer" "min_lfu_recent|--vram-budget|24K|--policy|lfu-recent"
-            "spec|--prefetch|spec" "mid_spec|--vram-budget|60K|--prefetch|spec" "threads|--threads|2|--vram-budget|36K"
-            "mid_history|--vram-budget|60K|--prefetch|history"
-            "mid_both_deep|--vram-budget|60K|--prefetch|both|--prefetch-depth|2|--prefetch-k|3")
+foreach(cfg "unlimited" "min|--vram-budget|289K" "mid|--vram-budget|301K" "min_lfu|--vram-budget|289K|--policy|lfu"
+            "lru_layer|--vram-budget|313K|--policy|lru-layer" "min_lfu_recent|--vram-budget|289K|--policy|lfu-recent"
+            "spec|--prefetch|spec" "mid_spec|--vram-budget|325K|--prefetch|spec"
+            "threads|--threads|2|--vram-budget|301K" "mid_history|--vram-budget|325K|--prefetch|history"
+            "mid_both_deep|--vram-budget|325K|--prefetch|both|--prefetch-depth|2|--prefetch-k|3")
     string(REPLACE "|" ";" cfg "${cfg}")
     list(POP_FRONT cfg tag)
     moe_run_test(greedy.mixtral.${tag} RC 0 TOKENS ${_mx_tokens} REGEX "hit rate +[0-9.]+%"
                  ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --stats-json @DIR@/stats.json ${cfg})
 endforeach()
-# Qwen3-MoE reference model (8 experts, q/k norms): prompt 0, slots rounded to 8 KiB -> 16K smallest.
-foreach(cfg "unlimited" "min|--vram-budget|16K" "mid|--vram-budget|40K|--prefetch|spec")
+# Qwen3-MoE reference model (8 experts, q/k norms): prompt 0, ~259.7 KiB before the slots, slots rounded to 8 KiB:
+# 280K = 2 slots (the smallest), 304K = 5.
+foreach(cfg "unlimited" "min|--vram-budget|280K" "mid|--vram-budget|304K|--prefetch|spec")
     string(REPLACE "|" ";" cfg "${cfg}")
     list(POP_FRONT cfg tag)
     moe_run_test(greedy.qwen3moe.${tag} RC 0 TOKENS 108,108,108,108,6,80,108,114
@@ -44,8 +49,8 @@ foreach(cfg "unlimited" "min|--vram-budget|16K" "mid|--vram-budget|40K|--prefetc
 endforeach()
 
 # Sampling: one seed gives one token sequence, whatever the budget/policy/prefetch (generate_test.cpp checks the
-# sampler itself against hand-computed distributions).
-foreach(cfg "unlimited" "min|--vram-budget|24K|--policy|lfu-recent|--prefetch|spec")
+# sampler itself against hand-computed distributions). -n 12 (20 positions): 291K = 2 slots.
+foreach(cfg "unlimited" "min|--vram-budget|291K|--policy|lfu-recent|--prefetch|spec")
     string(REPLACE "|" ";" cfg "${cfg}")
     list(POP_FRONT cfg tag)
     moe_run_test(sampled.mixtral.${tag} RC 0 TOKENS 66,107,11,8,84,100,123,116,24,9,71,12
@@ -54,10 +59,11 @@ foreach(cfg "unlimited" "min|--vram-budget|24K|--policy|lfu-recent|--prefetch|sp
 endforeach()
 
 # Text in, text out: the tiny Mixtral with a llama SPM tokenizer. "Hello world" is 11 tokens with BOS; 16
-# generated, 15 of them evaluated, so the trace holds 26 tokens and `moe sim` replays it.
+# generated, 15 of them evaluated, so the trace holds 26 tokens and `moe sim` replays it. 27 positions: ~268.5 KiB
+# before the slots of 24 KiB: 328K = 2 slots (the smallest), 352K = 3.
 set(_tiny ${_fx}/mixtral-tiny-f32.gguf)
 set(_tiny_tokens 94,106,80,38,94,106,80,38,38,38,38,38,38,38,38,38)
-foreach(cfg "unlimited" "min|--vram-budget|48K" "mid|--vram-budget|72K|--policy|lfu" "spec|--prefetch|spec")
+foreach(cfg "unlimited" "min|--vram-budget|328K" "mid|--vram-budget|352K|--policy|lfu" "spec|--prefetch|spec")
     string(REPLACE "|" ";" cfg "${cfg}")
     list(POP_FRONT cfg tag)
     moe_run_test(text.tiny.${tag} RC 0 TOKENS ${_tiny_tokens} SIM_TOKENS 26 REGEX "^l w106atCl w106atC"
@@ -67,16 +73,23 @@ endforeach()
 moe_run_test(summary.tiny_unlimited RC 0
              REGEX "no --vram-budget given: 192.00 KiB for expert slots in RAM = 8 slots of 24.00 KiB \\(100.0% of the 8 experts: every expert fits\\), sized from .* (MemAvailable|memory.max).*loaded resident weights: 163.25 KiB.*prompt +11 tokens.*tokens/s.*decode +16 tokens generated, 15 evaluated.*policy lru, prefetch none, 8 slots.*hit rate.*per layer +0:[0-9.]+% 1:[0-9.]+%.*loaded .* bytes.*ms waiting"
              ARGS run -m ${_tiny} -p "Hello world" -n 16 --backend cpu)  # RAM sizing, also on a GPU machine
-moe_run_test(summary.tiny_evicting RC 0 REGEX "2 slots of 24.00 KiB.*budget 48.00 KiB.*[1-9][0-9]* evictions"
-             ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 48K)
+# The summary's memory line: the measured breakdown, its total, and the budget it stays under (run_check.cmake
+# checks memory.* in the stats: the parts add up to the total and the total is <= the budget).
+moe_run_test(summary.tiny_evicting RC 0
+             REGEX "memory +resident 163.25 KiB \\+ KV cache 13.50 KiB \\+ workspace [0-9.]+ KiB \\+ 2 expert slot\\(s\\) of 24.00 KiB \\(48.00 KiB\\) = [0-9.]+ KiB <= budget 328.00 KiB \\(--vram-budget in RAM\\).*2 slots of 24.00 KiB.*[1-9][0-9]* evictions.*link +file->ram +[0-9.]+ [KM]iB in [1-9][0-9]* reads, [0-9.]+ GB/s"
+             ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 328K --stats-json @DIR@/stats.json)
 
-# Refusals: non-zero status and a message naming the problem.
-moe_run_test(bad.budget_too_small RC 1 REGEX "--vram-budget 47.00 KiB .* too small.*needs at least 48.00 KiB"
-             ARGS run -m ${_tiny} -p hi --vram-budget 47K)
-moe_run_test(bad.lru_layer_budget RC 1 REGEX "too small for --policy lru-layer.*needs at least 48.00 KiB"
-             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} --vram-budget 36K --policy lru-layer)
+# Refusals: non-zero status and a message naming the problem. The smallest budget is given with its breakdown.
+moe_run_test(bad.budget_too_small RC 1
+             REGEX "--vram-budget 300.00 KiB \\(307200 bytes\\) is too small: it must hold the resident weights, the KV cache and the workspaces besides the expert slots.*top-2 experts at once, so it needs at least 3[0-9][0-9].[0-9]+ KiB \\([0-9]+ bytes\\) = resident 163.25 KiB \\+ KV cache 13.50 KiB \\+ workspace [0-9.]+ KiB \\+ 2 expert slot\\(s\\) of 24.00 KiB \\(48.00 KiB\\)"
+             ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 300K)
+moe_run_test(bad.budget_slots_only RC 1 REGEX "--vram-budget 48.00 KiB .* too small.*needs at least"
+             ARGS run -m ${_tiny} -p hi --vram-budget 48K)  # the old meaning (slots only) is refused, not obeyed
+moe_run_test(bad.lru_layer_budget RC 1
+             REGEX "--vram-budget 301.00 KiB .* too small for --policy lru-layer.*needs at least [0-9.]+ KiB .* = resident 163.25 KiB .* 4 expert slot\\(s\\) of 12.00 KiB"
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 301K --policy lru-layer)
 moe_run_test(lru_layer_prefetch_off RC 0 TOKENS ${_mx_tokens} REGEX "--prefetch spec turned off: --policy lru-layer"
-             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 60K --policy lru-layer --prefetch spec
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 325K --policy lru-layer --prefetch spec
                   --stats-json @DIR@/stats.json)
 moe_run_test(bad.budget_suffix RC 1 REGEX "--vram-budget" ARGS run -m ${_tiny} -p hi --vram-budget 12Q)
 moe_run_test(bad.missing_model RC 1 REGEX "no-such-model\\.gguf" ARGS run -m ${_fx}/no-such-model.gguf -p hi)
@@ -91,7 +104,7 @@ moe_run_test(bad.prefetch_k RC 1 REGEX "--prefetch-k 9: expected 0 .= top-k. up 
 # The prefetcher's figures: a line with recall/precision/wasted overall and per layer (docs/prefetch.md).
 moe_run_test(prefetch_summary RC 0 TOKENS ${_mx_tokens}
              REGEX "prefetch +depth 1, 2 per layer: recall [0-9.]+%, precision [0-9.]+%.*pf layer +recall/precision/wasted: 0:"
-             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 60K --prefetch both
+             ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 325K --prefetch both
                   --stats-json @DIR@/stats.json)
 moe_run_test(bad.policy RC 1 REGEX "unknown eviction policy 'mru'" ARGS run -m ${_tiny} -p hi --policy mru)
 moe_run_test(bad.text_without_tokenizer RC 1 REGEX "mixtral-f32\\.gguf: cannot encode the prompt text.*--prompt-ids"

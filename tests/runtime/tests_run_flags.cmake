@@ -58,17 +58,28 @@ moe_cli_test(run.auto_budget.chosen RC 0
              REGEX "no --vram-budget given: [0-9.]+ [KMG]?i?B for expert slots in RAM = [0-9]+ slots of 24.00 KiB .* sized from .* resident weights - .* KV cache - .* workspace - .* margin = "
              JSON @DIR@/s.json CHECKS "budget_auto=ON" "budget_unlimited=OFF" "budget_bytes:NUMBER"
              ARGS run -m ${_tiny} -p hi -n 2 --backend cpu --stats-json @DIR@/s.json)
+# An explicit budget is the whole compute memory: "hi" + 2 tokens needs ~257.7 KiB before the slots of 24 KiB, so
+# 318K leaves room for 2 (memory.* is the measured breakdown; run_check.cmake checks that it adds up).
 moe_cli_test(run.auto_budget.explicit RC 0 NOT_REGEX "no --vram-budget given"
-             JSON @DIR@/s.json CHECKS "budget_auto=OFF" "budget_bytes=49152" "n_slots=2"
-             ARGS run -m ${_tiny} -p hi -n 2 --vram-budget 48K --stats-json @DIR@/s.json)
+             JSON @DIR@/s.json
+             CHECKS "budget_auto=OFF" "budget_bytes=325632" "n_slots=2" "expert_budget_bytes=49152"
+                    "memory.budget_bytes=325632" "memory.resident_bytes=167168" "memory.kv_cache_bytes=3072"
+                    "memory.expert_slot_bytes=49152" "memory.n_ctx=6" "memory.workspace_bytes:NUMBER"
+                    "memory.total_bytes:NUMBER" "links#1" "links.0.name=file->ram" "links.0.gb_per_s:NUMBER"
+                    "links.0.seconds:NUMBER" "links.0.transfers:NUMBER"
+             ARGS run -m ${_tiny} -p hi -n 2 --vram-budget 318K --stats-json @DIR@/s.json)
 
-# --host-budget: a host tier under the expert slots (at least as many slots as the tier above).
-moe_cli_test(run.host_budget.tier RC 0 REGEX "host tier +4 slots = 96.00 KiB pinned RAM: .*% of the misses above"
-             JSON @DIR@/s.json CHECKS "host_slots=4" "host_budget_bytes=98304" "host_hit_rate:NUMBER"
-             ARGS run -m ${_tiny} -p "Hello world" -n 8 --vram-budget 48K --host-budget 96K --stats-json @DIR@/s.json)
+# --host-budget: a host tier under the expert slots (at least as many slots as the tier above). 324K is 2 slots
+# after ~264.4 KiB for "Hello world" + 8 tokens. Two links: the file fills the host tier, the host tier the slots.
+moe_cli_test(run.host_budget.tier RC 0
+             REGEX "host tier +4 slots = 96.00 KiB pinned RAM: .*% of the misses above.*link +file->ram .* reads.*link +host->ram +[0-9.]+ [KM]?i?B in [1-9][0-9]* copies, [0-9.]+ GB/s"
+             JSON @DIR@/s.json
+             CHECKS "host_slots=4" "host_budget_bytes=98304" "host_hit_rate:NUMBER" "n_slots=2" "links#2"
+                    "links.1.name=host->ram" "links.1.bytes:NUMBER"
+             ARGS run -m ${_tiny} -p "Hello world" -n 8 --vram-budget 324K --host-budget 96K --stats-json @DIR@/s.json)
 moe_cli_test(run.host_budget.too_small RC 1
              REGEX "--host-budget 24.00 KiB .* holds 1 slot\\(s\\) of 24.00 KiB, fewer than the 2 expert slot\\(s\\) of the --vram-budget above it; the host tier needs at least 48.00 KiB"
-             ARGS run -m ${_tiny} -p hi --vram-budget 48K --host-budget 24K)
+             ARGS run -m ${_tiny} -p hi --vram-budget 333K --host-budget 24K)
 moe_cli_test(run.host_budget.zero RC 1 REGEX "--host-budget 0: expected a positive size"
              ARGS run -m ${_tiny} -p hi --host-budget 0)
 moe_cli_test(run.host_budget.suffix RC 1 REGEX "--host-budget" ARGS run -m ${_tiny} -p hi --host-budget 3Q)
@@ -78,3 +89,20 @@ moe_cli_test(run.host_budget.missing_model RC 1 REGEX "no-such-model\\.gguf"
 # Loading progress: stderr is not a terminal under CTest, so one line at the end and no bar.
 moe_cli_test(run.load_progress.one_line RC 0 REGEX "moe run: loaded resident weights: 163.25 KiB from the file in"
              NOT_REGEX "loading resident weights" ARGS run -m ${_tiny} -p hi -n 2)
+
+# `moe inspect` plans --vram-budget as `moe run` does (resident + KV cache + workspaces, then slots): the same slots
+# for the same --ctx, at the smallest budget, a partial one and one past every expert.
+foreach(case "q8_small|mixtral-tiny-q8_0.gguf|308K|64" "q8_mid|mixtral-tiny-q8_0.gguf|320K|64"
+             "f32_mid|mixtral-tiny-f32.gguf|400K|40" "qwen3_all|qwen3moe-tiny-f32.gguf|2M|128")
+    string(REPLACE "|" ";" case "${case}")
+    list(GET case 0 tag)
+    list(GET case 1 model)
+    list(GET case 2 budget)
+    list(GET case 3 ctx)
+    add_test(NAME run.plan_agrees_with_inspect.${tag}
+             COMMAND ${CMAKE_COMMAND} -DMOE=$<TARGET_FILE:moe> -DMODEL=${_fx}/${model} -DBUDGET=${budget} -DCTX=${ctx}
+                     -DDIR=${CMAKE_CURRENT_BINARY_DIR}/cli_e2e/plan_${tag}
+                     -P ${CMAKE_CURRENT_LIST_DIR}/plan_agreement_check.cmake
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(run.plan_agrees_with_inspect.${tag} PROPERTIES LABELS "runtime;e2e" TIMEOUT 120)
+endforeach()
