@@ -3,10 +3,10 @@
 # into a VRAM budget that holds the resident weights, the KV cache and workspaces plus two expert slots, and a host
 # budget with room for two more, then replay a synthetic routing trace of the same shape through the cache
 # policies to show what such a cache would hit and move. Then generate with `moe run` on the tiny Mixtral that
-# carries a tokenizer, with a budget that leaves 3 expert slots for its 8 experts after the resident weights, KV
+# carries a tokenizer, with a budget that leaves 4 expert slots for its 8 experts after the resident weights, KV
 # cache and workspaces (so experts are evicted and streamed back from the file; the summary's `memory` line shows
-# the breakdown and its `link` line what the file reads achieved), record the routing as a trace and replay that
-# trace through the policies. Environment: BUILD_DIR (default build).
+# the breakdown, its `link` line what the file reads achieved, its `prefetch` line what the prefetcher guessed
+# and brought), record the routing as a trace and replay that trace through the policies. Environment: BUILD_DIR (default build).
 # --vram-budget is the whole compute memory; `--backend cpu` makes it RAM, also on a machine with a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ echo "\$ moe sim --trace demo.trace --capacity 4 --model $model   # 2 VRAM + 2 h
 "$moe" sim --trace "$trace" --capacity 4 --model "$model"
 echo
 gen_model=tests/fixtures/mixtral-tiny-f32.gguf
-echo "\$ moe run -m $gen_model -p \"Hello world\" -n 24 --vram-budget 356K --backend cpu --trace run.trace   # 3 slots of 24 KiB for 8 experts"
-"$moe" run -m "$gen_model" -p "Hello world" -n 24 --vram-budget 356K --backend cpu --trace "$run_trace" 2>&1
-echo "\$ moe sim --trace run.trace --capacity 3 --model $gen_model   # the same routing, replayed offline"
-"$moe" sim --trace "$run_trace" --capacity 3 --model "$gen_model"
+echo "\$ moe run -m $gen_model -p \"Hello world\" -n 24 --vram-budget 380K --backend cpu --prefetch both --trace run.trace   # 4 slots of 24 KiB for 8 experts"
+"$moe" run -m "$gen_model" -p "Hello world" -n 24 --vram-budget 380K --backend cpu --prefetch both --trace "$run_trace" 2>&1
+echo "\$ moe sim --trace run.trace --capacity 4 --model $gen_model   # the same routing, replayed offline"
+"$moe" sim --trace "$run_trace" --capacity 4 --model "$gen_model"
