@@ -61,6 +61,21 @@ uint64_t expert_reader::in_flight() const {
     return _in_flight;
 }
 
+void expert_reader::reserve(uint32_t n_reads, uint32_t max_ranges) {
+    for (file_source* f : _files) f->reserve(n_reads * max_ranges);  // each range is one request to its file
+    std::lock_guard<std::mutex> lock(_mu);
+    while (_groups.size() < n_reads) {
+        _groups.push_back(std::make_unique<group>());
+        _groups.back()->owner = this;
+        _free.push_back(_groups.back().get());
+    }
+    _free.reserve(_groups.size() + n_reads);  // growth past the reservation then costs the group alone
+    for (auto& g : _groups) {
+        g->files.reserve(max_ranges);
+        g->reqs.reserve(max_ranges);
+    }
+}
+
 expert_reader::group* expert_reader::take_group() {
     std::lock_guard<std::mutex> lock(_mu);
     _in_flight++;

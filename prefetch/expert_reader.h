@@ -48,6 +48,9 @@ public:
               uint64_t tag);
     // Blocking form: throws moe::error with the failure's message.
     void read_sync(std::span<const byte_range> ranges, uint8_t* dst, uint64_t capacity);
+    // Creates the bookkeeping of `n_reads` concurrent expert reads of up to `max_ranges` ranges each now, so that
+    // read() allocates nothing while no more than that overlap (start-up only; the pool still grows past it).
+    void reserve(uint32_t n_reads, uint32_t max_ranges);
     uint64_t in_flight() const;
 
 private:

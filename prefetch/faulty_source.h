@@ -51,6 +51,7 @@ public:
     std::string_view kind_name() const override { return _name; }
     void submit(std::span<const read_request> reqs) override { _inner->submit(reqs); }
     uint64_t in_flight() const override { return _inner->in_flight(); }
+    void reserve(uint32_t n_requests) override { _inner->reserve(n_requests); }
     const fault_injector& injector() const { return *_faults; }
 
 private:

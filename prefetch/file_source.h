@@ -68,6 +68,9 @@ public:
     virtual void submit(std::span<const read_request> reqs) = 0;
     // Requests submitted and not yet reported.
     virtual uint64_t in_flight() const = 0;
+    // Prepares the bookkeeping of `n_requests` requests in flight at once, so submitting up to that many
+    // allocates nothing (start-up only; a reader without per-request state ignores it).
+    virtual void reserve(uint32_t n_requests) { (void)n_requests; }
 };
 
 // A listener that collects results so a caller can submit a batch and then wait/poll for it. Thread-safe.

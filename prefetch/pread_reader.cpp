@@ -47,6 +47,11 @@ pread_reader::~pread_reader() {
     std::free(_bounce_base);
 }
 
+void pread_reader::reserve(uint32_t n_requests) {
+    std::lock_guard<std::mutex> lock(_mu);
+    _tracker.reserve(n_requests);
+}
+
 uint64_t pread_reader::in_flight() const {
     std::lock_guard<std::mutex> lock(_mu);
     return _in_flight;

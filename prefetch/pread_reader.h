@@ -27,6 +27,7 @@ public:
     std::string_view kind_name() const override { return _direct ? "pread+O_DIRECT" : "pread"; }
     void submit(std::span<const read_request> reqs) override;
     uint64_t in_flight() const override;
+    void reserve(uint32_t n_requests) override;
 
 private:
     void worker(uint32_t index);

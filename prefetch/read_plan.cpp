@@ -88,6 +88,14 @@ void report_finished(const finished_reads& done) {
         if (listener) listener->read_done(res);
 }
 
+void read_tracker::reserve(size_t n) {
+    _free.reserve(n);
+    while (_all.size() < n) {
+        _all.push_back(std::make_unique<read_op>());
+        _free.push_back(_all.back().get());
+    }
+}
+
 uint64_t read_tracker::add_all(std::span<const read_request> reqs, uint64_t file_size, finished_reads& now) {
     uint64_t queued = 0;
     for (const read_request& r : reqs) {

@@ -74,6 +74,8 @@ public:
     // `listener` whom to tell, and the op is recycled.
     bool chunk_back(read_op* op, int64_t err, uint64_t err_off, read_result& out, read_listener*& listener);
     size_t n_live() const { return _live; }
+    // Creates ops until `n` exist (recycled: requests up to that many in flight allocate nothing).
+    void reserve(size_t n);
 
 private:
     void enqueue(read_op* op);

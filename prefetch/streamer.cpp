@@ -88,6 +88,14 @@ streamer::streamer(const streamer_config& cfg, const streamer_layout& layout, st
 
     _listener.owner = this;
     _reader = std::make_unique<expert_reader>(std::move(files));
+    // A group is busy from its read's start until its completion callback has returned, and that callback starts
+    // the next read (pump) first: reads at the reader plus callbacks still returning (one per completion thread).
+    // Twice max_in_flight and a few more covers that, so the token loop allocates nothing here (forward_test
+    // checks it with the prefetcher on); past it the pools still grow rather than fail.
+    uint32_t max_ranges = 1;
+    for (uint32_t k = 0; k + 1 < _first_range.size(); ++k)
+        max_ranges = std::max(max_ranges, _first_range[k + 1] - _first_range[k]);
+    _reader->reserve(2 * _cfg.max_in_flight + 8, max_ranges);
 }
 
 streamer::~streamer() {

@@ -100,6 +100,11 @@ uring_reader::~uring_reader() {
     std::free(_bounce_base);
 }
 
+void uring_reader::reserve(uint32_t n_requests) {
+    std::lock_guard<std::mutex> lock(_mu);
+    _tracker.reserve(n_requests);
+}
+
 uint64_t uring_reader::in_flight() const {
     std::lock_guard<std::mutex> lock(_mu);
     return _in_flight;

@@ -31,6 +31,7 @@ public:
     std::string_view kind_name() const override { return _direct ? "io_uring+O_DIRECT" : "io_uring (buffered)"; }
     void submit(std::span<const read_request> reqs) override;
     uint64_t in_flight() const override;
+    void reserve(uint32_t n_requests) override;
     bool buffers_registered() const { return _registered; }
 
     // Can this process set up a ring and get a NOP back? `why` says what failed.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -27,12 +28,16 @@
 
 // Counts heap allocations made by the calling thread while `g_counting` is set (invariant 5: nothing is allocated
 // in the token loop). Replacing the global operator new is allowed in a program; this binary is that program.
+// g_all_threads counts every thread's allocations (the streamer's and readers' threads too) while it is set.
 namespace {
 thread_local bool g_counting = false;
 thread_local uint64_t g_allocs = 0;
+std::atomic<bool> g_all_threads{false};
+std::atomic<uint64_t> g_all_allocs{0};
 }  // namespace
 void* operator new(std::size_t n) {
     if (g_counting) ++g_allocs;
+    if (g_all_threads.load(std::memory_order_relaxed)) g_all_allocs.fetch_add(1, std::memory_order_relaxed);
     if (void* p = std::malloc(n ? n : 1)) return p;
     throw std::bad_alloc();
 }
@@ -252,6 +257,35 @@ TEST(forward, nothing_is_allocated_in_the_token_loop) {
         g_counting = false;
         EXPECT_EQ(g_allocs, 0u) << m.name;
         EXPECT_GT(e.stats().total().hits, 0u);
+    }
+}
+
+// The same with experts streaming: the smallest workable budget (every layer evicts and reloads) and the
+// prefetcher on, counting the allocations of every thread (the caller, the streamer, the readers' completion
+// threads) while tokens are decoded and a prompt is prefilled, after one warm-up pass has sized every pool.
+TEST(forward, nothing_is_allocated_while_experts_stream) {
+    auto refs = load_refs();
+    for (const auto& m : refs) {
+        const model_desc d = describe_model(open_model_file(m.gguf));
+        for (prefetch_mode mode : {prefetch_mode::NONE, prefetch_mode::BOTH}) {
+            engine_config cfg;
+            cfg.expert_budget_bytes = engine::min_budget_for(d) + (mode == prefetch_mode::NONE ? 0 : 3 * engine::slot_bytes_for(d));
+            cfg.prefetch.mode = mode;
+            engine e(m.gguf, cfg);
+            std::vector<float> all(m.prompts[0].size() * size_t(m.n_vocab));
+            e.logits(m.prompts[0], all);  // warm-up
+            e.logits(m.prompts[1], all);
+            e.reset();
+            const uint64_t misses_before = e.stats().total().misses;
+            g_all_allocs = 0;
+            g_all_threads = true;
+            for (int t : m.prompts[0]) e.decode(t);
+            e.reset();
+            e.prefill(m.prompts[1]);
+            g_all_threads = false;
+            EXPECT_EQ(g_all_allocs.load(), 0u) << m.name << " prefetch " << int(mode);
+            EXPECT_GT(e.stats().total().misses, misses_before) << m.name << ": experts must have streamed";
+        }
     }
 }
 
