@@ -30,6 +30,7 @@
 
 #include "common/error.h"
 #include "common/units.h"
+#include "prefetch/prefetcher.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/engine.h"
@@ -89,7 +90,8 @@ int argmax(const float* x, int n) {
 }
 
 budget_result run_budget(const std::string& path, const model_desc& d, int percent, const std::vector<int>& prompt,
-                         int gen_tokens, int threads, backend_kind backend, const std::string& policy) {
+                         int gen_tokens, int threads, backend_kind backend, const std::string& policy,
+                         prefetch_mode prefetch) {
     const uint64_t slot = engine::slot_bytes_for(d);
     const uint32_t n_total = uint32_t(d.layout.n_moe_layers * d.layout.n_experts);
     const uint32_t min_slots = uint32_t(d.n_experts_used);
@@ -106,6 +108,7 @@ budget_result run_budget(const std::string& path, const model_desc& d, int perce
     ec.policy = policy;
     ec.n_threads = threads;
     ec.backend = backend;
+    ec.prefetch.mode = prefetch;
     const auto t_load = clock_type::now();
     engine eng(path, ec);
     r.load_s = seconds_since(t_load);
@@ -218,6 +221,7 @@ int run_bench_run(int argc, char** argv) {
         "installed",
         "moe bench run"};
     std::string model_path, budgets_text = "100,50,25", llama_mode = "auto", policy = "lru", backend = "cpu";
+    std::string prefetch = "none";
     std::string script = std::string(MOE_SOURCE_DIR) + "/scripts/llamacpp_bench.py";
     int prompt_tokens = 64, gen_tokens = 32, threads = 0;
     uint64_t seed = 1;
@@ -237,6 +241,9 @@ int run_bench_run(int argc, char** argv) {
         ->check(CLI::Range(0, 4096))
         ->capture_default_str();
     app.add_option("--policy", policy, "eviction policy of the expert cache")->capture_default_str();
+    app.add_option("--prefetch", prefetch, "none, spec, history or both (as moe run; depth 1, top-k guesses)")
+        ->check(CLI::IsMember({"none", "spec", "history", "both"}))
+        ->capture_default_str();
     app.add_option("--backend", backend, "where moe computes: cpu, cuda or auto (llama.cpp always runs on the CPU)")
         ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
         ->capture_default_str();
@@ -278,7 +285,8 @@ int run_bench_run(int argc, char** argv) {
                          format_bytes(uint64_t(min_slots) * slot).c_str());
         else if (!as_json)
             std::fprintf(stderr, "moe bench run: budget %d%% ...\n", p);
-        results.push_back(run_budget(model_path, d, p, prompt, gen_tokens, threads, parse_backend(backend), policy));
+        results.push_back(run_budget(model_path, d, p, prompt, gen_tokens, threads, parse_backend(backend), policy,
+                                     parse_prefetch_mode(prefetch, "--prefetch")));
     }
     const char* python_env = std::getenv("MOE_PYTHON");
     const json llama =
@@ -291,6 +299,7 @@ int run_bench_run(int argc, char** argv) {
         j["backend"] = results.front().backend;
         j["threads"] = threads;
         j["policy"] = policy;
+        j["prefetch"] = prefetch;
         j["prompt_tokens"] = prompt_tokens;
         j["gen_tokens"] = gen_tokens;
         j["n_experts_total"] = n_total;
@@ -317,6 +326,7 @@ int run_bench_run(int argc, char** argv) {
                             {"decode_s", r.decode_s},
                             {"decode_tokens_per_s", rate(uint64_t(gen_tokens), r.decode_s)},
                             {"hit_rate", r.total.hit_rate()},
+                            {"prefetch_recall", r.total.prefetch_recall()},
                             {"decode_hit_rate", r.decode.hit_rate()},
                             {"hits", r.total.hits},
                             {"misses", r.total.misses},
@@ -333,9 +343,9 @@ int run_bench_run(int argc, char** argv) {
 
     std::string s = fmt::format(
         "moe bench run: {} ({}, {} MoE layers x {} experts, top-{}), backend {}, {} threads, {} prompt + {} generated "
-        "tokens, policy {}\n",
+        "tokens, policy {}, prefetch {}\n",
         model_path, arch_name(d.architecture), d.layout.n_moe_layers, d.layout.n_experts, d.n_experts_used,
-        results.front().backend, threads, prompt_tokens, gen_tokens, policy);
+        results.front().backend, threads, prompt_tokens, gen_tokens, policy, prefetch);
     s += fmt::format("{:>8} {:>11} {:>12} {:>12} {:>14} {:>14} {:>9} {:>11} {:>12} {:>10}\n", "budget", "slots",
                      "bytes", "total", "prompt tok/s", "decode tok/s", "hit rate", "decode hit", "loaded", "wait ms");
     bool any_clamped = false;

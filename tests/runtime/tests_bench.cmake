@@ -32,6 +32,12 @@ moe_cli_test(bench.run.table RC 0
 moe_cli_test(bench.run.default_budgets RC 0 JSON stdout
              CHECKS "budgets#3" "budgets.0.percent=100" "budgets.1.percent=50" "budgets.2.percent=25" "policy=lru"
              ARGS bench run -m ${_tiny} ${_small} --json --llama-cpp off)
+# With the prefetcher: the mode is recorded and each budget reports its recall; a bad mode is refused.
+moe_cli_test(bench.run.prefetch RC 0 JSON stdout
+             CHECKS "prefetch=both" "budgets.1.prefetch_recall:NUMBER"
+             ARGS bench run -m ${_tiny} ${_small} --json --llama-cpp off --prefetch both)
+moe_cli_test(bench.run.bad_prefetch RC 2 REGEX "--prefetch: bogus"
+             ARGS bench run -m ${_tiny} ${_small} --prefetch bogus)
 
 # llama.cpp's side, read from the script's JSON (stand-ins), and printed beside moe's figures.
 moe_cli_test(bench.run.llama_ok RC 0 JSON stdout
