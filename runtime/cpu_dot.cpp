@@ -4,6 +4,7 @@
 #include "runtime/cpu_dot.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 
@@ -30,11 +31,17 @@ float ref_dot(const void* w, const float* x, int64_t n) {
     return float(acc);
 }
 
-// F32 needs no decoding: the plain loop (also what the backend did before the SIMD kernels).
+// F32 needs no decoding: the plain loop (also what the backend did before the SIMD kernels). A row need not be
+// 4-byte aligned (a slot holds an expert's tensors packed at their file offsets), so each weight is loaded with
+// memcpy, which compiles to a plain load.
 float ref_dot_f32(const void* w, const float* x, int64_t n) {
-    const auto* wf = static_cast<const float*>(w);
+    const auto* wb = static_cast<const uint8_t*>(w);
     double acc = 0.0;
-    for (int64_t i = 0; i < n; ++i) acc += double(wf[i]) * double(x[i]);
+    for (int64_t i = 0; i < n; ++i) {
+        float wi;
+        std::memcpy(&wi, wb + uint64_t(i) * sizeof(float), sizeof(float));
+        acc += double(wi) * double(x[i]);
+    }
     return float(acc);
 }
 
