@@ -6,18 +6,7 @@
 #   SIM_TOKENS (optional) replay @DIR@/run.trace with `moe sim` and expect it to hold this many tokens
 cmake_minimum_required(VERSION 3.24)
 
-file(REMOVE_RECURSE ${DIR})
-file(MAKE_DIRECTORY ${DIR})
-string(REPLACE "@DIR@" "${DIR}" ARGS "${ARGS}")
-string(REPLACE "|" ";" ARGS "${ARGS}")
-execute_process(COMMAND ${MOE} ${ARGS} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-string(REPLACE ";" " " shown "${ARGS}")
-if(NOT rc STREQUAL RC)
-    message(FATAL_ERROR "moe ${shown}: exit status ${rc}, expected ${RC}\nstdout:\n${out}\nstderr:\n${err}")
-endif()
-if(DEFINED REGEX AND NOT "${out}${err}" MATCHES "${REGEX}")
-    message(FATAL_ERROR "moe ${shown}: output does not match '${REGEX}'\nstdout:\n${out}\nstderr:\n${err}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_run.cmake)  # run MOE, check RC and REGEX
 
 if(DEFINED TOKENS)
     file(READ ${DIR}/stats.json stats)
