@@ -25,21 +25,9 @@ const std::string k_mixtral = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/mix
 constexpr uint64_t k_mixtral_slot = 24576;  // mixtral-tiny-f32: one expert, 3 x (32 x 64) F32
 constexpr uint64_t k_page = 4096;
 
-std::string tmp_dir() {
-    const char* t = std::getenv("TMPDIR");
-    return t && *t ? t : "/tmp";
-}
 
-struct fixture {
-    moe_model* model = nullptr;
-    moe_context* ctx = nullptr;
-    moe_layout* layout = nullptr;
-    ~fixture() {
-        moe_context_destroy(ctx);
-        moe_model_close(model);
-        moe_layout_destroy(layout);
-    }
-};
+using fixture = moe::test::capi_fixture;
+using moe::test::tmp_dir;
 
 moe_options options(int32_t mode, uint64_t budget = 0, int32_t depth = 1) {
     moe_options o;

@@ -29,22 +29,9 @@ const std::string k_mixtral = k_fixtures + "mixtral-tiny-f32.gguf";
 const std::string k_split = k_fixtures + "mixtral-tiny-q8_0-split-00001-of-00002.gguf";
 constexpr uint64_t k_slot = 24576;  // mixtral-tiny-f32: 3 x (32 x 64) F32 = 24 KiB, a multiple of 4 KiB
 
-std::string tmp_dir() {
-    const char* t = std::getenv("TMPDIR");
-    return t && *t ? t : "/tmp";
-}
 
-// Owns what a test opens, so a failing ASSERT leaks nothing.
-struct fixture {
-    moe_model* model = nullptr;
-    moe_context* ctx = nullptr;
-    moe_layout* layout = nullptr;
-    ~fixture() {
-        moe_context_destroy(ctx);
-        moe_model_close(model);
-        moe_layout_destroy(layout);
-    }
-};
+using fixture = moe::test::capi_fixture;
+using moe::test::tmp_dir;
 
 moe_options options(uint64_t budget, uint32_t prefetch_in_flight = 0) {
     moe_options o;

@@ -1,12 +1,32 @@
-// Small readers shared by the C API tests: one call each for a context's info and statistics, failing the test
-// (with moe_last_error) when the call does.
+// What the C API tests share: a scratch folder, an owner of the handles a test opens, and one-call readers of a
+// context's info and statistics that fail the test (with moe_last_error) when the call does.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "runtime/api/moe_runtime.h"
 
 namespace moe::test {
+
+inline std::string tmp_dir() {
+    const char* t = std::getenv("TMPDIR");
+    return t && *t ? t : "/tmp";
+}
+
+// Owns what a test opens, so a failing ASSERT leaks nothing.
+struct capi_fixture {
+    moe_model* model = nullptr;
+    moe_context* ctx = nullptr;
+    moe_layout* layout = nullptr;
+    ~capi_fixture() {
+        moe_context_destroy(ctx);
+        moe_model_close(model);
+        moe_layout_destroy(layout);
+    }
+};
 
 inline moe_stats layer_stats(const moe_context* c, int layer) {
     moe_stats s{};
