@@ -1,4 +1,4 @@
-// Eviction policies behind one small interface (STYLE.md §2): the cache tells the policy what became
+// Eviction policies behind one small interface: the cache tells the policy what became
 // resident, what was used and what left; the policy only answers "which resident expert goes next".
 #pragma once
 

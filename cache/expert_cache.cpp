@@ -191,7 +191,7 @@ void expert_cache::issue(const load_request& req, uint32_t idx, uint32_t epoch) 
     }
 }
 
-expert_handle expert_cache::acquire(expert_key key, const access_info& access) {
+expert_handle expert_cache::acquire(expert_key key, const access_info& access, bool for_prefetch) {
     uint32_t idx = index(key);
     expert_handle h;
     h._key = key;
@@ -241,6 +241,10 @@ expert_handle expert_cache::acquire(expert_key key, const access_info& access) {
                 format_bytes(_tier.budget_bytes()), format_bytes(_tier.slot_bytes()));
         st.misses++;
         req = start_load_locked(idx, *slot, false, access);
+        // On behalf of a prefetch above: scheduled as one, and withdrawn as one (a cancelled load, not a failure)
+        // unless a demand joins it here.
+        req.prefetch = for_prefetch;
+        if (for_prefetch) ks.demanded = false;
         h._cache = this;
         h._epoch = ks.epoch;
         h._slot = *slot;

@@ -3,7 +3,7 @@
 // whose loader reads from a host-level cache, whose loader reads the model file. It knows keys, byte sizes,
 // budgets and callbacks, nothing of architectures or kernels.
 //
-// Choices (issue 3):
+// Choices:
 //  - acquire() never blocks on a load: it returns a handle that is ready (hit) or pending (a load is in
 //    flight; wait() blocks until it completes). A second acquire of a LOADING expert joins the same load.
 //  - A failed load leaves the expert ABSENT and frees its slot at once; every waiter's wait() throws
@@ -45,7 +45,7 @@ struct expert_cache_config {
 
 class expert_cache;
 
-// A pin on one expert (STYLE.md §3): while it lives the expert is not evicted. Ready on a hit; pending while
+// A pin on one expert (RAII): while it lives the expert is not evicted. Ready on a hit; pending while
 // its load is in flight. Move-only; dropping (or reset()) unpins.
 class expert_handle {
 public:
@@ -97,7 +97,10 @@ public:
 
     // Pins `key`: ready on a hit, pending when a load was started or joined. Throws moe::error for a key
     // outside the key space, or when every slot is pinned or loading.
-    expert_handle acquire(expert_key key, const access_info& access = {});
+    // `for_prefetch`: the pin serves a prefetch of the cache above (a tiered loader filling an upper slot), so a
+    // load started here goes to the loader as a prefetch (queued behind demands, cancellable) while still pinned,
+    // and a cancellation counts as a cancelled load, not a failed one.
+    expert_handle acquire(expert_key key, const access_info& access = {}, bool for_prefetch = false);
     // Starts loading `key` without pinning it; false (and nothing happens) when it is resident, already
     // loading, or no slot can be freed.
     bool prefetch(expert_key key, const access_info& access = {});

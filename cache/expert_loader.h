@@ -50,6 +50,17 @@ public:
     // may call ticket.complete() before returning). Throwing from load() instead of using the ticket counts as
     // a failed load (throwing after using it is a double completion: a bug, caught by MOE_CHECK).
     virtual void load(const load_request& req, load_ticket ticket) = 0;
+
+    // Scheduling hints for loads this loader holds queued. A loader without a queue ignores them (the defaults);
+    // a loader that is itself backed by another cache (the tiered loader) passes them down, so a prefetch keeps
+    // its priority and can be cancelled whatever tiers sit under the cache that started it.
+    //
+    // A demand now waits on `key`'s queued prefetch: serve it before the other prefetches. True when one was queued.
+    virtual bool promote(expert_key /*key*/) { return false; }
+    // The next (or the queued) prefetch load of `key` gets this priority (lower = sooner).
+    virtual void set_priority(expert_key /*key*/, uint64_t /*priority*/) {}
+    // Withdraws `key`'s queued prefetch: its ticket is cancelled (ticket.cancel), never failed. True when one was.
+    virtual bool cancel(expert_key /*key*/) { return false; }
 };
 
 }  // namespace moe

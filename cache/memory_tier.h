@@ -1,6 +1,6 @@
 // A memory tier: one budget of bytes carved at start-up into fixed-size slots, each big enough for the
-// largest expert, so the token loop never allocates (DESIGN.md invariant 5) and the budget is a hard upper
-// bound on what is ever reserved (invariant 1). Kinds: plain RAM, pinned host memory, device memory.
+// largest expert, so the token loop never allocates (invariant 5 of docs/invariants.md) and the budget is a hard
+// upper bound on what is ever reserved (invariant 1). Kinds: plain RAM, pinned host memory, device memory.
 #pragma once
 
 #include <cstdint>

@@ -24,6 +24,8 @@ struct row_filter final : victim_filter {
 
 sim_result simulate(const routing_trace& t, eviction_policy& policy, uint64_t capacity,
                     const std::vector<uint64_t>* expert_bytes) {
+    // The replay's arrays are n_layers * n_experts long: a trace built in memory gets the reader's limits too.
+    check_trace_shape(t.n_layers, t.n_experts, t.top_k, "simulate: trace:");
     if (capacity < t.top_k)
         fail("capacity {} is smaller than top_k={}: one token's experts for one layer must fit", capacity, t.top_k);
     const uint32_t n_e = t.n_experts;
@@ -99,6 +101,7 @@ sim_result simulate(const routing_trace& t, eviction_policy& policy, uint64_t ca
 
 sim_result simulate(const routing_trace& t, std::string_view policy, uint64_t capacity,
                     const std::vector<uint64_t>* expert_bytes) {
+    check_trace_shape(t.n_layers, t.n_experts, t.top_k, "simulate: trace:");  // before the policy sizes its arrays
     if (capacity < t.top_k)
         fail("capacity {} is smaller than top_k={}: one token's experts for one layer must fit", capacity, t.top_k);
     policy_params p;

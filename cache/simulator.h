@@ -40,8 +40,9 @@ struct sim_result {
 };
 
 // Replays `t` through `policy` (fresh, empty) with `capacity` slots. expert_bytes, when non-null, holds the
-// size of every expert, indexed layer * n_experts + expert. Throws moe::error when capacity < top_k or when
-// the policy cannot make room (e.g. a per-layer quota smaller than a row).
+// size of every expert, indexed layer * n_experts + expert. Throws moe::error when the trace's shape is beyond
+// the reader's limits (cache/trace.h), when capacity < top_k or when the policy cannot make room (e.g. a
+// per-layer quota smaller than a row).
 sim_result simulate(const routing_trace& t, eviction_policy& policy, uint64_t capacity,
                     const std::vector<uint64_t>* expert_bytes = nullptr);
 // Same, building the policy by name (make_policy, with the trace as Belady's future).

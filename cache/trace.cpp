@@ -2,9 +2,13 @@
 // checked against the header's shape, and the first problem is reported with its line number.
 #include "cache/trace.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <istream>
 #include <ostream>
@@ -12,8 +16,24 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/file_kind.h"
+#include "common/printable.h"
 
 namespace moe {
+
+void check_trace_shape(uint32_t n_layers, uint32_t n_experts, uint32_t top_k, const std::string& where) {
+    if (n_layers == 0 || n_experts == 0 || top_k == 0)
+        fail("{} n_layers, n_experts and top_k must be positive (got {}, {}, {})", where, n_layers, n_experts, top_k);
+    if (top_k > n_experts) fail("{} top_k={} exceeds n_experts={}", where, top_k, n_experts);
+    if (n_layers > k_trace_max_layers)
+        fail("{} n_layers={} is above the limit of {} layers", where, n_layers, k_trace_max_layers);
+    if (n_experts > k_trace_max_experts)
+        fail("{} n_experts={} is above the limit of {} experts per layer", where, n_experts, k_trace_max_experts);
+    if (top_k > k_trace_max_top_k) fail("{} top_k={} is above the limit of {}", where, top_k, k_trace_max_top_k);
+    if (uint64_t(n_layers) * n_experts > k_trace_max_expert_ids)
+        fail("{} n_layers x n_experts = {} x {} = {} experts is above the limit of {} experts in all", where, n_layers,
+             n_experts, uint64_t(n_layers) * n_experts, k_trace_max_expert_ids);
+}
 
 uint64_t routing_trace::n_accesses() const {
     uint64_t n = 0;
@@ -37,6 +57,40 @@ namespace {
 constexpr std::string_view MAGIC = "# moe-trace v1";
 constexpr std::string_view COLUMNS = "seq,token,layer,experts,weights";
 
+// A piece of the file quoted in a message: escaped, and cut after 120 bytes (a line may be 64 KiB long).
+std::string shown(std::string_view s) {
+    constexpr size_t k_max = 120;
+    return s.size() <= k_max ? printable(s) : printable(s.substr(0, k_max)) + "...";
+}
+
+// std::getline with a bound: the next line without its '\n' in `out`, false at the end of the input. A line
+// longer than k_trace_max_line_bytes is refused as soon as the bound is passed, so a stream without line ends
+// (/dev/zero, a binary file) costs at most that much memory.
+bool read_line(std::istream& in, std::string& out, const std::string& name, uint64_t line_no) {
+    out.clear();
+    std::streambuf* sb = in.rdbuf();
+    if (sb == nullptr || !in.good()) return false;
+    try {
+        for (;;) {
+            const auto c = sb->sbumpc();
+            if (std::char_traits<char>::eq_int_type(c, std::char_traits<char>::eof())) {
+                in.setstate(std::ios::eofbit);
+                return !out.empty();
+            }
+            if (c == '\n') return true;
+            if (out.size() == k_trace_max_line_bytes)
+                fail("{}:{}: line longer than the limit of {} bytes (not a moe-trace v1 file?)", name, line_no,
+                     k_trace_max_line_bytes);
+            out.push_back(std::char_traits<char>::to_char_type(c));
+        }
+    } catch (const error&) {
+        throw;
+    } catch (const std::exception&) {  // the file buffer reports read errors by throwing
+        in.setstate(std::ios::badbit);
+        return false;
+    }
+}
+
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
@@ -55,7 +109,7 @@ bool parse_num(std::string_view s, T& out) {
 
 uint32_t parse_u32(std::string_view s, const std::string& where, std::string_view field) {
     uint32_t v = 0;
-    if (!parse_num(trim(s), v)) fail("{}: {} '{}' is not a non-negative 32-bit integer", where, field, s);
+    if (!parse_num(trim(s), v)) fail("{}: {} '{}' is not a non-negative 32-bit integer", where, field, shown(s));
     return v;
 }
 
@@ -75,11 +129,11 @@ std::vector<std::string_view> split(std::string_view s, char sep, bool skip_empt
 void parse_header(std::string_view line, const std::string& where, routing_trace& t) {
     if (line.substr(0, MAGIC.size()) != MAGIC || (line.size() > MAGIC.size() && line[MAGIC.size()] != ' '))
         fail("{}: expected header '{} model=<name> n_layers=<L> n_experts=<E> top_k=<K>', found '{}'", where, MAGIC,
-             line);
+             shown(line));
     bool have_model = false, have_l = false, have_e = false, have_k = false;
     for (std::string_view kv : split(line.substr(MAGIC.size()), ' ', true)) {
         size_t eq = kv.find('=');
-        if (eq == std::string_view::npos) fail("{}: header field '{}' is not key=value", where, kv);
+        if (eq == std::string_view::npos) fail("{}: header field '{}' is not key=value", where, shown(kv));
         std::string_view key = kv.substr(0, eq), val = kv.substr(eq + 1);
         if (key == "model") {
             if (val.empty()) fail("{}: header model= is empty", where);
@@ -103,10 +157,7 @@ void parse_header(std::string_view line, const std::string& where, routing_trace
              : !have_l   ? "n_layers="
              : !have_e   ? "n_experts="
                          : "top_k=");
-    if (t.n_layers == 0 || t.n_experts == 0 || t.top_k == 0)
-        fail("{}: header n_layers, n_experts and top_k must be positive (got {}, {}, {})", where, t.n_layers,
-             t.n_experts, t.top_k);
-    if (t.top_k > t.n_experts) fail("{}: header top_k={} exceeds n_experts={}", where, t.top_k, t.n_experts);
+    check_trace_shape(t.n_layers, t.n_experts, t.top_k, where + ": header");
 }
 
 void parse_row(std::string_view line, const std::string& where, const routing_trace& t, trace_row& r) {
@@ -133,7 +184,7 @@ void parse_row(std::string_view line, const std::string& where, const routing_tr
     if (!w.empty()) {
         for (std::string_view s : split(w, ' ', true)) {
             float v = 0;
-            if (!parse_num(s, v) || !std::isfinite(v)) fail("{}: weight '{}' is not a finite number", where, s);
+            if (!parse_num(s, v) || !std::isfinite(v)) fail("{}: weight '{}' is not a finite number", where, shown(s));
             r.weights.push_back(v);
         }
         if (r.weights.size() != r.experts.size())
@@ -149,7 +200,7 @@ routing_trace parse_trace(std::istream& in, const std::string& name) {
     std::string buf;
     uint64_t line_no = 0;
     int stage = 0;  // 0: header, 1: column line, 2: rows
-    while (std::getline(in, buf)) {
+    while (read_line(in, buf, name, line_no + 1)) {
         ++line_no;
         std::string_view line = trim(buf);
         std::string where = fmt::format("{}:{}", name, line_no);
@@ -163,7 +214,7 @@ routing_trace parse_trace(std::istream& in, const std::string& name) {
             std::string cols;
             for (char c : line)
                 if (c != ' ') cols += c;
-            if (cols != COLUMNS) fail("{}: expected column line '{}', found '{}'", where, COLUMNS, line);
+            if (cols != COLUMNS) fail("{}: expected column line '{}', found '{}'", where, COLUMNS, shown(line));
             stage = 2;
             continue;
         }
@@ -178,8 +229,13 @@ routing_trace parse_trace(std::istream& in, const std::string& name) {
 }
 
 routing_trace read_trace(const std::string& path) {
+    // Checked before opening: opening a FIFO for reading waits for a writer, and a device never ends.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) fail("{}: cannot open trace file: {}", path, std::strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        fail("{}: cannot read trace file: expected a regular file, found {}", path, describe_file_type(st.st_mode));
     std::ifstream in(path, std::ios::binary);
-    if (!in) fail("{}: cannot open trace file", path);
+    if (!in) fail("{}: cannot open trace file: {}", path, std::strerror(errno));
     return parse_trace(in, path);
 }
 

@@ -59,16 +59,27 @@ std::string synth_model_name(const synth_params& p) {
     return s;
 }
 
-routing_trace generate_trace(const synth_params& p) {
+void check_synth_params(const synth_params& p) {
     if (p.n_layers == 0 || p.n_experts == 0 || p.top_k == 0 || p.n_tokens == 0 || p.n_seqs == 0)
         fail("synthetic trace: layers, experts, top-k, tokens and seqs must be positive (got {}, {}, {}, {}, {})",
              p.n_layers, p.n_experts, p.top_k, p.n_tokens, p.n_seqs);
     if (p.top_k > p.n_experts) fail("synthetic trace: top-k {} exceeds the {} experts", p.top_k, p.n_experts);
+    check_trace_shape(p.n_layers, p.n_experts, p.top_k, "synthetic trace:");
+    if (p.n_tokens > k_synth_max_rows / p.n_layers)
+        fail("synthetic trace: {} tokens x {} layers is above the limit of {} rows (token x layer)", p.n_tokens,
+             p.n_layers, k_synth_max_rows);
+    if (p.n_tokens * p.n_layers > k_synth_max_accesses / p.top_k)
+        fail("synthetic trace: {} tokens x {} layers x top-k {} is above the limit of {} expert accesses", p.n_tokens,
+             p.n_layers, p.top_k, k_synth_max_accesses);
     auto prob_ok = [](double v) { return v >= 0.0 && v <= 1.0; };
     if (!prob_ok(p.reuse) || !prob_ok(p.layer_corr) || !prob_ok(p.drift))
         fail("synthetic trace: reuse, layer-corr and drift are probabilities in [0, 1] (got {}, {}, {})", p.reuse,
              p.layer_corr, p.drift);
     if (!(p.skew >= 0.0) || p.skew > 10.0) fail("synthetic trace: skew must be in [0, 10] (got {})", p.skew);
+}
+
+routing_trace generate_trace(const synth_params& p) {
+    check_synth_params(p);
 
     rng r(p.seed);
     const uint32_t L = p.n_layers, E = p.n_experts, K = p.top_k;

@@ -26,7 +26,15 @@ struct synth_params {
     double drift = 0.0;       // fraction of each layer's popularity order reshuffled at each new sequence
 };
 
-// Throws moe::error for impossible shapes (top_k > n_experts, zeros, probabilities outside [0,1]).
+// Documented limits of the generator (README "Limits"), besides the trace reader's limits on the shape
+// (cache/trace.h): the whole trace is built in memory, about 100 bytes per row plus 8 per access.
+inline constexpr uint64_t k_synth_max_rows = uint64_t(1) << 21;      // n_tokens * n_layers
+inline constexpr uint64_t k_synth_max_accesses = uint64_t(1) << 24;  // n_tokens * n_layers * top_k
+
+// Throws moe::error for impossible shapes (top_k > n_experts, zeros, probabilities outside [0,1]) and sizes
+// beyond the limits above, before anything is allocated.
+void check_synth_params(const synth_params& p);
+// check_synth_params, then the trace.
 routing_trace generate_trace(const synth_params& p);
 // "synthetic-zipf-s1-r0.3-c0.3" style name recording the knobs (no spaces, fits the trace header).
 std::string synth_model_name(const synth_params& p);

@@ -1,4 +1,4 @@
-# MOE_SANITIZE=address|undefined|thread instruments everything we build (one flag away, per the style guide).
+# MOE_SANITIZE=address|undefined|thread instruments everything we build (one flag away).
 if(MOE_SANITIZE)
     if(MOE_SANITIZE STREQUAL "address")
         set(_moe_san_flags -fsanitize=address -fno-omit-frame-pointer)

@@ -1,4 +1,4 @@
-// Error tiers (STYLE.md §8): moe::error for bad input (file, trace, flag, budget) with a message that says
+// Error tiers: moe::error for bad input (file, trace, flag, budget) with a message that says
 // what and where; MOE_CHECK for broken invariants, which abort; warn_once for degraded-but-workable paths.
 #pragma once
 
@@ -14,12 +14,23 @@ struct error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A bad command-line flag or flag value (the `moe` tool exits 2 for these, 1 for other moe::errors).
+struct usage_error : error {
+    using error::error;
+};
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
     throw error(fmt::format(f, std::forward<Args>(args)...));
 }
 
-// Prints "warning: <msg>" to stderr the first time a given key is seen in this process.
+// fail() for a bad flag or flag value: throws usage_error.
+template <typename... Args>
+[[noreturn]] void fail_usage(fmt::format_string<Args...> f, Args&&... args) {
+    throw usage_error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Logs <msg> as a warning (common/log.h; stderr by default) the first time a given key is seen in this process.
 void warn_once(const std::string& key, const std::string& msg);
 
 [[noreturn]] void check_failed(const char* expr, const char* file, int line, const std::string& detail);

@@ -1,8 +1,9 @@
-// Host -> device copies for expert slots (STYLE.md §7; llama.cpp's loader staging, llm.c file_to_device): one
+// Host -> device copies for expert slots (as llama.cpp's loader staging and llm.c's file_to_device do): one
 // dedicated copy stream, one event per destination slot so compute waits on exactly the slot it reads
-// (invariant 3: no use before arrival), and a double-buffered pinned staging ring for sources that are not
-// pinned (a pageable source cannot be DMA'd asynchronously). Without a GPU the "device" is host memory: the same
-// interface copies with memcpy on a worker thread, which is how the CPU mode and every test without a GPU run.
+// (invariant 3 of docs/invariants.md: no use before arrival), and a double-buffered pinned staging ring for
+// sources that are not pinned (a pageable source cannot be DMA'd asynchronously). Without a GPU the "device" is
+// host memory: the same interface copies with memcpy on a worker thread, which is how the CPU mode and every test
+// without a GPU run.
 #pragma once
 
 #include <condition_variable>

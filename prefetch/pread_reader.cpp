@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -28,9 +29,14 @@ pread_reader::pread_reader(const std::string& path, bool direct, const reader_co
     }
     _size = uint64_t(st.st_size);
     if (_direct) {
-        _bounce_base =
-            static_cast<uint8_t*>(std::aligned_alloc(direct_align, size_t(_cfg.queue_depth) * _cfg.chunk_bytes));
-        MOE_CHECK(_bounce_base);
+        if (_cfg.chunk_bytes <= SIZE_MAX / _cfg.queue_depth)
+            _bounce_base =
+                static_cast<uint8_t*>(std::aligned_alloc(direct_align, size_t(_cfg.queue_depth) * _cfg.chunk_bytes));
+        if (!_bounce_base) {
+            ::close(_fd);
+            fail("{}: cannot allocate the O_DIRECT bounce buffers ({} x {} bytes): lower the queue depth or chunk size",
+                 path, _cfg.queue_depth, _cfg.chunk_bytes);
+        }
     }
     for (uint32_t i = 0; i < _cfg.queue_depth; i++) _threads.emplace_back([this, i] { worker(i); });
 }

@@ -6,7 +6,7 @@
 #include "cache/expert_cache.h"
 #include "common/error.h"
 #include "prefetch/speculative_gating.h"
-#include "prefetch/streamer.h"
+#include "cache/expert_loader.h"
 
 namespace moe {
 
@@ -57,7 +57,7 @@ history_config history_config_for(uint32_t n_layers, uint32_t n_experts, uint32_
 }  // namespace
 
 prefetcher::prefetcher(const prefetch_config& cfg, uint32_t n_layers, uint32_t n_experts, uint32_t top_k,
-                       uint32_t max_batch, expert_cache& cache, streamer* queue)
+                       uint32_t max_batch, expert_cache& cache, expert_loader* queue)
     : _cfg(cfg),
       _n_layers(n_layers),
       _n_experts(n_experts),

@@ -31,7 +31,7 @@
 namespace moe {
 
 class expert_cache;
-class streamer;
+class expert_loader;
 
 enum class prefetch_mode : uint8_t { NONE, SPEC, HISTORY, BOTH };
 
@@ -66,11 +66,12 @@ struct prefetcher_layer_stats {
 class prefetcher {
 public:
     // n_layers / n_experts: the cache's key space (MoE layers); top_k: experts per token; max_batch: most tokens
-    // one forward step routes (the history's window). `queue` (optional) is the streamer behind the cache: without
+    // one forward step routes (the history's window). `queue` (optional) is the cache's loader (the streamer, or a
+    // tiered loader that passes the hints down to it), which queues prefetches by priority and cancels them: without
     // it there are no priorities and no cancellation. Allocates everything here. Throws moe::error for depth < 1,
     // per_layer < 0 or > n_experts.
     prefetcher(const prefetch_config& cfg, uint32_t n_layers, uint32_t n_experts, uint32_t top_k, uint32_t max_batch,
-               expert_cache& cache, streamer* queue);
+               expert_cache& cache, expert_loader* queue);
     ~prefetcher();
     prefetcher(const prefetcher&) = delete;
     prefetcher& operator=(const prefetcher&) = delete;
@@ -108,7 +109,7 @@ private:
     prefetch_config _cfg;
     uint32_t _n_layers, _n_experts, _top_k, _per_layer;
     expert_cache& _cache;
-    streamer* _queue;
+    expert_loader* _queue;
     history_predictor _history;
 
     uint64_t _step = 0;                     // forward steps seen (a layer not after the previous one starts the next)

@@ -66,7 +66,11 @@ io_probe probe_io(const std::string& path) {
     }
     // Some file systems accept the flag and refuse the read: try one aligned block.
     void* buf = std::aligned_alloc(direct_align, direct_align);
-    MOE_CHECK(buf);
+    if (!buf) {
+        ::close(fd);
+        p.direct_error = "out of memory for the aligned test read";
+        return p;
+    }
     ssize_t r = ::pread(fd, buf, direct_align, 0);
     if (r < 0)
         p.direct_error = fmt::format("aligned O_DIRECT read: {}", std::strerror(errno));

@@ -14,7 +14,6 @@
 //    reported ready once every byte has landed (and, on the device path, once its copy event has completed).
 // Request records, the queue and staging buffers are allocated at construction: nothing per request after that
 // (the expert_reader below recycles its own groups).
-// (Owner: the "streamer" helper, issue 4.)
 #pragma once
 
 #include <chrono>
@@ -97,14 +96,14 @@ public:
 
     // A queued prefetch of `key` becomes a demand load (it overtakes every other prefetch). True when one was
     // queued; false when none is queued (already at the reader, done, or never asked for).
-    bool promote(expert_key key);
+    bool promote(expert_key key) override;
     // Sets the priority of `key`'s prefetch (lower = sooner; e.g. the token/layer time it is predicted for):
     // applied to a queued prefetch now, else remembered for the next prefetch load of `key`. Default: lowest
     // priority (after every prefetch with a priority), FIFO.
-    void set_priority(expert_key key, uint64_t priority);
+    void set_priority(expert_key key, uint64_t priority) override;
     // Cancels `key`'s queued prefetch: its tickets are cancelled and the cache frees the slot. True when
     // one was cancelled; a demand or a request already at the reader is left alone.
-    bool cancel(expert_key key);
+    bool cancel(expert_key key) override;
     // Cancels every prefetch queued when the call starts (stale hints after the router moved on); returns how many.
     uint32_t cancel_prefetches();
 

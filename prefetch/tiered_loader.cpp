@@ -9,7 +9,8 @@
 
 namespace moe {
 
-tiered_loader::tiered_loader(expert_cache& lower, const memory_tier& upper) : _lower(lower), _upper(upper) {
+tiered_loader::tiered_loader(expert_cache& lower, const memory_tier& upper, expert_loader* lower_loader)
+    : _lower(lower), _upper(upper), _lower_loader(lower_loader) {
     if (upper.slot_bytes() < lower.tier().slot_bytes())
         fail(
             "tiered loader: the upper tier's slots ({}) are smaller than the lower tier's ({}); both must hold the "
@@ -43,7 +44,7 @@ void tiered_loader::load(const load_request& req, load_ticket ticket) {
     }
     // Throws (a failed load for the upper cache, ticket untouched) when the key is outside the lower cache's
     // key space or every lower slot is pinned or loading.
-    expert_handle pin = _lower.acquire(req.key, access_info{now, 0, 0.0f});
+    expert_handle pin = _lower.acquire(req.key, access_info{now, 0, 0.0f}, req.prefetch);
     if (pin.bytes() != req.bytes)
         fail("tiered loader: expert {} of layer {} has {} bytes in the lower cache but the upper asks for {}",
              req.key.expert, req.key.layer, pin.bytes(), req.bytes);
@@ -61,6 +62,51 @@ void tiered_loader::load(const load_request& req, load_ticket ticket) {
         _jobs.push_back(job{req, ticket, std::move(pin)});
     }
     _cv.notify_one();
+}
+
+bool tiered_loader::promote(expert_key key) {
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        for (auto it = _jobs.begin(); it != _jobs.end(); ++it)
+            if (it->req.key == key && it->req.prefetch) {
+                // A demand waits on it now: to the front, past the prefetches the worker would copy first.
+                job j = std::move(*it);
+                j.req.prefetch = false;
+                _jobs.erase(it);
+                _jobs.push_front(std::move(j));
+                queued = true;
+                break;
+            }
+    }
+    if (_lower_loader) queued = _lower_loader->promote(key) || queued;
+    return queued;
+}
+
+void tiered_loader::set_priority(expert_key key, uint64_t priority) {
+    if (_lower_loader) _lower_loader->set_priority(key, priority);
+}
+
+bool tiered_loader::cancel(expert_key key) {
+    job j;
+    bool found = false;
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        for (auto it = _jobs.begin(); it != _jobs.end(); ++it)
+            if (it->req.key == key && it->req.prefetch) {
+                j = std::move(*it);
+                _jobs.erase(it);
+                found = true;
+                break;
+            }
+    }
+    if (!found) return false;
+    // Unpin before cancelling below: a lower read that is still queued is then withdrawn and its slot freed; one
+    // already at the reader finishes into the lower tier, where a later miss finds it.
+    j.pin.reset();
+    if (_lower_loader) _lower_loader->cancel(key);
+    j.ticket.cancel("prefetch cancelled before its copy into the upper tier started");
+    return true;
 }
 
 void tiered_loader::copy(const load_request& req, const expert_handle& pin) {

@@ -17,6 +17,10 @@
 //    as many slots as the upper one rules that out: each lower pin belongs to one upper load in flight.
 //  - The lower cache sees one access per upper miss (its own clock), so its policy orders experts by when the
 //    upper tier last had to fetch them.
+//  - Scheduling hints travel down: an upper prefetch is acquired from the lower cache as a prefetch (queued
+//    behind demands by the lower loader, at the priority set_priority gave it); promote() turns it into a demand
+//    in both loaders; cancel() withdraws an upper prefetch whose copy has not started (its ticket is cancelled,
+//    not failed) and cancels the lower read if it is still queued.
 #pragma once
 
 #include <condition_variable>
@@ -39,13 +43,17 @@ public:
     // `lower` is the cache to read experts from; `upper` is the tier of the cache this loader fills (its kind
     // picks memcpy or the copy engine, its slot count sizes the copy engine's events). Both must outlive the
     // loader. Throws moe::error when the upper slots are smaller than the lower ones.
-    tiered_loader(expert_cache& lower, const memory_tier& upper);
+    // `lower_loader` (optional) is the lower cache's loader, told the scheduling hints.
+    tiered_loader(expert_cache& lower, const memory_tier& upper, expert_loader* lower_loader = nullptr);
     // Waits for every load handed to the worker (destroy the upper cache first: it waits for its loads).
     ~tiered_loader() override;
     tiered_loader(const tiered_loader&) = delete;
     tiered_loader& operator=(const tiered_loader&) = delete;
 
     void load(const load_request& req, load_ticket ticket) override;
+    bool promote(expert_key key) override;
+    void set_priority(expert_key key, uint64_t priority) override;
+    bool cancel(expert_key key) override;
 
     // true when copies into the upper tier run on a GPU copy stream.
     bool on_device() const { return _copies && _copies->on_device(); }
@@ -70,6 +78,7 @@ private:
 
     expert_cache& _lower;
     const memory_tier& _upper;
+    expert_loader* _lower_loader = nullptr;
     std::unique_ptr<copy_engine> _copies;  // DEVICE upper tier only
     bool _src_pinned = false;              // the lower tier's slots can be DMA'd directly
 

@@ -1,6 +1,13 @@
 // io_uring reader (see uring_reader.h). Locking: one mutex guards the slots, the request tracker and the
 // submission queue; the completion thread alone consumes the completion queue, and drops the lock for the
 // bounce copies, the fault hook and the listeners' callbacks.
+// Failures of the ring itself are reported like failed reads, never by aborting:
+//  - io_uring_submit refused (after bounded EINTR/EAGAIN retries): the entries the kernel did not take are taken
+//    back out of the submission queue and the chunks they carried fail with that -errno; the ring stays in use.
+//  - io_uring_wait_cqe failed: the ring is marked failed. The completion queue is plain shared memory the kernel
+//    still fills, so the completion thread polls it until every chunk still in the kernel is back (a request is
+//    only reported once nothing can write into its destination any more), and fails them, what waits and every
+//    later request with that -errno.
 #include "prefetch/uring_reader.h"
 
 #include <fcntl.h>
@@ -8,17 +15,22 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "prefetch/faulty_source.h"
 
 namespace moe {
 
 namespace {
 constexpr uint64_t stop_tag = ~0ull;
-}
+constexpr uint32_t max_submit_retries = 1000;    // EINTR/EAGAIN from io_uring_submit before it counts as failed
+constexpr long long stop_poll_ns = 500'000'000;  // how often an idle completion thread looks for the stop flag
+}  // namespace
 
 bool uring_reader::probe(std::string& why) {
     io_uring ring{};
@@ -42,8 +54,8 @@ bool uring_reader::probe(std::string& why) {
     return true;
 }
 
-uring_reader::uring_reader(const std::string& path, bool direct, const reader_config& cfg)
-    : _path(path), _direct(direct), _cfg(cfg) {
+uring_reader::uring_reader(const std::string& path, bool direct, const reader_config& cfg, const uring_calls& calls)
+    : _path(path), _direct(direct), _cfg(cfg), _calls(calls) {
     if (_cfg.queue_depth == 0) fail("{}: io_uring queue depth must be at least 1", path);
     _cfg.chunk_bytes = std::max<uint64_t>(direct_align, (_cfg.chunk_bytes + direct_align - 1) / direct_align * direct_align);
     _fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
@@ -63,8 +75,14 @@ uring_reader::uring_reader(const std::string& path, bool direct, const reader_co
     }
     _slots.resize(qd);
     if (_direct) {
-        _bounce_base = static_cast<uint8_t*>(std::aligned_alloc(direct_align, size_t(qd) * _cfg.chunk_bytes));
-        MOE_CHECK(_bounce_base);
+        if (_cfg.chunk_bytes <= SIZE_MAX / qd)
+            _bounce_base = static_cast<uint8_t*>(std::aligned_alloc(direct_align, size_t(qd) * _cfg.chunk_bytes));
+        if (!_bounce_base) {
+            io_uring_queue_exit(&_ring);
+            ::close(_fd);
+            fail("{}: cannot allocate the O_DIRECT bounce buffers ({} x {} bytes): lower the queue depth or chunk size",
+                 path, qd, _cfg.chunk_bytes);
+        }
         std::vector<iovec> iov(qd);
         for (uint32_t i = 0; i < qd; i++) {
             _slots[i].bounce = _bounce_base + size_t(i) * _cfg.chunk_bytes;
@@ -88,12 +106,18 @@ uring_reader::~uring_reader() {
     {
         std::unique_lock<std::mutex> lock(_mu);
         _idle_cv.wait(lock, [&] { return _in_flight == 0 && _in_callback == 0; });
-        io_uring_sqe* sqe = io_uring_get_sqe(&_ring);
-        MOE_CHECK(sqe);
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(uintptr_t(stop_tag)));
-        submit_locked();
+        _stop = true;
+        // A NOP wakes the completion thread now. No read is in flight, so a refused submission fails nothing; the
+        // thread then sees the flag at its next timed wake-up instead.
+        io_uring_sqe* sqe = _ring_error == 0 ? io_uring_get_sqe(&_ring) : nullptr;
+        if (sqe) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(uintptr_t(stop_tag)));
+            finished_reads none;
+            submit_locked(none);
+        }
     }
+    _idle_cv.notify_all();
     _reaper.join();
     io_uring_queue_exit(&_ring);
     ::close(_fd);
@@ -112,16 +136,63 @@ uint64_t uring_reader::in_flight() const {
 
 void uring_reader::submit(std::span<const read_request> reqs) {
     finished_reads now;
+    finished_reads failed;
     {
         std::lock_guard<std::mutex> lock(_mu);
         _in_flight += _tracker.add_all(reqs, _size, now);
-        issue_locked();
-        submit_locked();
+        pump_locked(failed);
     }
     report_finished(now);
+    deliver(failed);
 }
 
-void uring_reader::issue_locked() {
+int uring_reader::call_submit() { return _calls.submit ? _calls.submit(&_ring, _calls.user) : io_uring_submit(&_ring); }
+
+int uring_reader::call_wait(io_uring_cqe** cqe, __kernel_timespec* timeout) {
+    if (_calls.wait) return _calls.wait(&_ring, cqe, timeout, _calls.user);
+    return timeout ? io_uring_wait_cqe_timeout(&_ring, cqe, timeout) : io_uring_wait_cqe(&_ring, cqe);
+}
+
+void uring_reader::deliver(finished_reads& done) {
+    if (done.empty()) return;
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        _in_flight -= done.size();
+        _in_callback += done.size();
+    }
+    for (auto& [res, l] : done)
+        if (l) l->read_done(res);
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        _in_callback -= done.size();
+    }
+    _idle_cv.notify_all();
+    done.clear();
+}
+
+void uring_reader::pump_locked(finished_reads& failed) {
+    // Each refused round fails at least one chunk, and a failed request is not cut again: this ends.
+    do {
+        issue_locked(failed);
+    } while (!submit_locked(failed));
+}
+
+void uring_reader::fail_chunk_locked(const read_chunk& c, int err, finished_reads& failed) {
+    read_result out;
+    read_listener* l = nullptr;
+    if (_tracker.chunk_back(c.op, err, c.win_off + c.done, out, l)) failed.emplace_back(out, l);
+}
+
+void uring_reader::issue_locked(finished_reads& failed) {
+    if (_ring_error != 0) {
+        // The ring is no longer used: what waits fails at its next byte, without a read.
+        while (read_op* op = _tracker.next()) {
+            read_chunk c;
+            plan_chunk(*op, c, _direct, _cfg.chunk_bytes, nullptr);
+            fail_chunk_locked(c, _ring_error, failed);
+        }
+        return;
+    }
     while (!_free_slots.empty()) {
         read_op* op = _tracker.next();
         if (!op) break;
@@ -146,12 +217,47 @@ void uring_reader::prep_locked(uint32_t i) {
     io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(uintptr_t(i)));
 }
 
-void uring_reader::submit_locked() {
+bool uring_reader::submit_locked(finished_reads& failed) {
+    uint32_t retries = 0;
     while (io_uring_sq_ready(&_ring) > 0) {
-        int rc = io_uring_submit(&_ring);
-        if (rc == -EINTR || rc == -EAGAIN) continue;
-        if (rc < 0) check_failed("io_uring_submit(&_ring)", __FILE__, __LINE__, std::strerror(-rc));
+        const int rc = call_submit();
+        if (rc > 0) {
+            retries = 0;
+            continue;
+        }
+        if ((rc == 0 || rc == -EINTR || rc == -EAGAIN) && ++retries <= max_submit_retries) continue;
+        withdraw_locked(rc < 0 ? rc : -EAGAIN, failed);
+        return false;
     }
+    return true;
+}
+
+void uring_reader::withdraw_locked(int err, finished_reads& failed) {
+    // Entries from the kernel's head to our tail were not consumed, and with no kernel polling thread nothing reads
+    // them until the next submission: they are ours to take back. liburing hands out entry p at sqes[p & mask]
+    // (its submission array maps ring index i to entry i), so rewinding our tail and the kernel-visible tail to the
+    // head removes them.
+    io_uring_sq& sq = _ring.sq;
+    const unsigned head = IO_URING_READ_ONCE(*sq.khead);
+    for (unsigned p = head; p != sq.sqe_tail; p++) {
+        const uint64_t tag = sq.sqes[p & sq.ring_mask].user_data;
+        if (tag == stop_tag) continue;
+        const uint32_t i = uint32_t(tag);
+        _free_slots.push_back(i);
+        fail_chunk_locked(_slots[i].chunk, err, failed);
+    }
+    sq.sqe_head = sq.sqe_tail = head;
+    io_uring_smp_store_release(sq.ktail, head);
+}
+
+void uring_reader::fail_ring(int err) {
+    {
+        std::lock_guard<std::mutex> lock(_mu);
+        if (_ring_error != 0) return;
+        _ring_error = err;
+    }
+    log(log_level::error, "{}: waiting on io_uring failed ({}): its reads in flight and every later one fail", _path,
+        std::strerror(-err));
 }
 
 void uring_reader::reap_loop() {
@@ -161,16 +267,37 @@ void uring_reader::reap_loop() {
     };
     std::vector<completion> batch;
     batch.reserve(_slots.size() + 1);
-    std::vector<std::pair<read_result, read_listener*>> done;
+    finished_reads done;
     done.reserve(_slots.size());
-    bool stopping = false;
-    while (!stopping) {
-        io_uring_cqe* cqe = nullptr;
-        int rc = io_uring_wait_cqe(&_ring, &cqe);
-        if (rc == -EINTR || rc == -EAGAIN) continue;
-        if (rc < 0) check_failed("io_uring_wait_cqe(&_ring, &cqe)", __FILE__, __LINE__, std::strerror(-rc));
+    // Without IORING_FEAT_EXT_ARG a timed wait would queue a timeout entry from this thread, racing the submitters.
+    const bool timed = (_ring.features & IORING_FEAT_EXT_ARG) != 0;
+    for (;;) {
+        int ring_error;
+        {
+            std::unique_lock<std::mutex> lock(_mu);
+            if (_stop) return;
+            ring_error = _ring_error;
+            if (ring_error != 0) {
+                // Polling a failed ring: every few moments while reads are in the kernel, else only the stop flag.
+                if (_free_slots.size() == _slots.size())
+                    _idle_cv.wait(lock, [&] { return _stop; });
+                else
+                    _idle_cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return _stop; });
+                if (_stop) return;
+            }
+        }
+        if (ring_error == 0) {
+            io_uring_cqe* cqe = nullptr;
+            __kernel_timespec ts{};
+            ts.tv_sec = stop_poll_ns / 1'000'000'000;
+            ts.tv_nsec = stop_poll_ns % 1'000'000'000;
+            const int rc = call_wait(&cqe, timed ? &ts : nullptr);
+            if (rc == -EINTR || rc == -EAGAIN || rc == -ETIME) continue;
+            if (rc < 0) fail_ring(rc);  // then reap what is there already
+        }
         batch.clear();
         unsigned head = 0, n = 0;
+        io_uring_cqe* cqe = nullptr;
         io_uring_for_each_cqe(&_ring, head, cqe) {
             batch.push_back({uint64_t(uintptr_t(io_uring_cqe_get_data(cqe))), cqe->res});
             n++;
@@ -178,21 +305,26 @@ void uring_reader::reap_loop() {
         io_uring_cq_advance(&_ring, n);
 
         for (const completion& cq : batch) {
-            if (cq.tag == stop_tag) {
-                stopping = true;
-                continue;
-            }
+            if (cq.tag == stop_tag) continue;  // the destructor's wake-up: the flag says the rest
             const uint32_t i = uint32_t(cq.tag);
             read_chunk c;
             {
                 std::lock_guard<std::mutex> lock(_mu);
                 c = _slots[i].chunk;
+                ring_error = _ring_error;
             }
-            int64_t res = cq.res;
-            if (_cfg.faults) res = _cfg.faults->apply(c.win_off + c.done, c.win_len - c.done, res);
             int64_t err = 0;
             uint64_t err_off = 0;
-            const chunk_step step = chunk_result(c, res, _direct, _size, err, err_off);
+            chunk_step step;
+            if (ring_error != 0) {
+                step = chunk_step::FAIL;
+                err = ring_error;
+                err_off = c.win_off + c.done;
+            } else {
+                int64_t res = cq.res;
+                if (_cfg.faults) res = _cfg.faults->apply(c.win_off + c.done, c.win_len - c.done, res);
+                step = chunk_result(c, res, _direct, _size, err, err_off);
+            }
             if (step == chunk_step::DONE && c.bounced) std::memcpy(c.copy_dst, c.buf + c.copy_from, c.copy_len);
             std::lock_guard<std::mutex> lock(_mu);
             _slots[i].chunk = c;
@@ -207,23 +339,9 @@ void uring_reader::reap_loop() {
         }
         {
             std::lock_guard<std::mutex> lock(_mu);
-            issue_locked();
-            submit_locked();
+            pump_locked(done);
         }
-        if (done.empty()) continue;
-        {
-            std::lock_guard<std::mutex> lock(_mu);
-            _in_flight -= done.size();
-            _in_callback += done.size();
-        }
-        for (auto& [res, l] : done)
-            if (l) l->read_done(res);
-        {
-            std::lock_guard<std::mutex> lock(_mu);
-            _in_callback -= done.size();
-        }
-        _idle_cv.notify_all();
-        done.clear();
+        deliver(done);
     }
 }
 

@@ -12,6 +12,8 @@
 #include "common/gpu.h"
 #include "common/units.h"
 #include "runtime/backend_cuda.h"
+#include "runtime/model.h"
+#include "runtime/resident_weights.h"
 
 namespace moe {
 
@@ -40,12 +42,6 @@ std::optional<uint64_t> read_number_file(const char* path) {
     uint64_t v = 0;
     if (!(in >> v)) return std::nullopt;  // also "max": no limit
     return v;
-}
-
-uint64_t elements(const tensor_desc& t) {
-    uint64_t n = 1;
-    for (int i = 0; i < t.n_dims; ++i) n *= uint64_t(t.ne[i]);
-    return n;
 }
 
 }  // namespace
@@ -87,18 +83,23 @@ std::optional<free_memory> free_vram() {
     return m;
 }
 
-memory_need estimate_memory_need(const model_file& file, const model_desc& d, int n_ctx, int n_batch, bool cuda) {
+uint64_t estimate_resident_bytes(const model_file& file, const model_desc& d, bool cuda) {
+    if (forward_supported(d.architecture) && d.rope_scale.type == rope_scaling_type::NONE)
+        return plan_resident_weights(file, d, compute_type_support(cuda)).bytes;
+    // Not runnable yet: every tensor that is not a routed expert, as stored (what the loader will keep once the
+    // forward pass supports the architecture).
     std::set<std::string> expert_tensors;
     for (const expert_entry& e : d.layout.experts)
         for (const expert_range& r : e.ranges) expert_tensors.insert(r.tensor);
-    memory_need n;
+    uint64_t bytes = 0;
     for (const tensor_desc& t : file.tensors)
-        if (!expert_tensors.count(t.name)) n.resident_bytes += elements(t) * sizeof(float);
-    // Tied embeddings: the loader keeps a second F32 copy as the output projection.
-    if (!file.find("output.weight") && !file.find("lm_head.weight"))
-        for (const char* name : {"token_embd.weight", "model.embed_tokens.weight"})
-            if (const tensor_desc* t = file.find(name)) n.resident_bytes += elements(*t) * sizeof(float);
+        if (!expert_tensors.count(t.name)) bytes += (t.bytes + k_resident_align - 1) / k_resident_align * k_resident_align;
+    return bytes;
+}
 
+memory_need estimate_memory_need(const model_file& file, const model_desc& d, int n_ctx, int n_batch, bool cuda) {
+    memory_need n;
+    n.resident_bytes = estimate_resident_bytes(file, d, cuda);
     n.kv_bytes = kv_cache_bytes(d, n_ctx);
     // An upper bound of forward_pass's workspaces (forward.h lists them; keep the two in step: moe run refuses to
     // run when the engine allocates more than this). Batch-wide activations: the residual, its normed copy, block
@@ -142,7 +143,7 @@ std::string format_breakdown(const memory_need& need, uint32_t n_slots, uint64_t
 
 budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes,
                                 uint32_t n_experts_total, uint32_t min_slots, std::string_view source,
-                                std::string_view flag) {
+                                std::string_view flag, std::string_view reason) {
     MOE_CHECK(slot_bytes > 0);
     budget_plan p;
     p.budget_bytes = budget;
@@ -154,9 +155,11 @@ budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64
     if (fit < min_slots)
         fail(
             "{}: {} {} ({} bytes) is too small: it must hold the resident weights, the KV cache and the workspaces "
-            "besides the expert slots, and the forward pass pins one layer's top-{} experts at once, so it needs at "
-            "least {} ({} bytes) = {}",
-            source, flag, format_bytes(budget), budget, min_slots, format_bytes(p.min_budget_bytes),
+            "besides the expert slots, and {}, so it needs at least {} ({} bytes) = {}",
+            source, flag, format_bytes(budget), budget,
+            reason.empty() ? fmt::format("the forward pass pins one layer's top-{} experts at once", min_slots)
+                           : std::string(reason),
+            format_bytes(p.min_budget_bytes),
             p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes));
     p.every_expert = fit >= n_experts_total;
     p.n_slots = uint32_t(std::min<uint64_t>(fit, n_experts_total));

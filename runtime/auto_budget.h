@@ -32,20 +32,24 @@ std::optional<uint64_t> parse_mem_available(std::string_view meminfo);
 std::optional<free_memory> free_vram();
 
 // What the engine keeps in the compute memory besides expert slots. Estimates made before loading anything,
-// from the tensor table: the resident weights are held as F32 whatever their type in the file.
+// from the tensor table: the resident weights exactly as the loader places them (plan_resident_weights: matrices
+// in their stored type, vectors as F32, each aligned).
 struct memory_need {
-    uint64_t resident_bytes = 0;   // every tensor that is not a routed expert, as F32 (+ the tied output copy)
+    uint64_t resident_bytes = 0;   // every tensor that is not a routed expert, as placed in compute memory
     uint64_t kv_bytes = 0;         // F32 K and V for n_ctx positions of every layer
     uint64_t workspace_bytes = 0;  // activations of one batch (+ the CUDA backend's matmul/cuBLAS workspaces)
     uint64_t total() const { return resident_bytes + kv_bytes + workspace_bytes; }
 };
+// The resident weights' bytes in compute memory (cuda: the CUDA backend's kernels decide which types stay as
+// stored). For an architecture the forward pass cannot run yet: its non-expert tensors as stored.
+uint64_t estimate_resident_bytes(const model_file& file, const model_desc& desc, bool cuda);
 memory_need estimate_memory_need(const model_file& file, const model_desc& desc, int n_ctx, int n_batch, bool cuda);
 // The KV cache the forward pass allocates for n_ctx positions (exact: F32 K and V rows of every layer).
 uint64_t kv_cache_bytes(const model_desc& desc, int n_ctx);
 // The CUDA backend's fixed device workspaces (backend_cuda_config's matmul + cuBLAS workspaces).
 uint64_t cuda_backend_workspace_bytes();
 
-// An explicit compute-memory budget (--vram-budget) split as DESIGN.md's invariant 1 asks: the resident weights,
+// An explicit compute-memory budget (--vram-budget) split as invariant 1 of docs/invariants.md (budgets are hard) asks: the resident weights,
 // the KV cache and the workspaces come first, the expert slots get what is left, in whole slots, capped at every
 // expert. The budget covers everything the engine puts in the memory it computes in (VRAM with CUDA, RAM on the
 // CPU), not only the slots.
@@ -61,9 +65,10 @@ struct budget_plan {
 };
 // Throws moe::error naming `source` and `flag` with the breakdown and the minimum when the budget cannot hold
 // `need` plus min_slots slots (one layer's top-k experts are pinned at once).
+// `reason` says why min_slots slots are the least (default: one layer's top-k pinned at once).
 budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes,
                                 uint32_t n_experts_total, uint32_t min_slots, std::string_view source,
-                                std::string_view flag);
+                                std::string_view flag, std::string_view reason = {});
 // "resident 163.25 KiB + KV cache 8.00 KiB + workspace 12.34 KiB + 3 expert slots of 24.00 KiB (72.00 KiB)"
 std::string format_breakdown(const memory_need& need, uint32_t n_slots, uint64_t slot_bytes);
 

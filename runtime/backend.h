@@ -44,6 +44,11 @@ public:
 
     // --- Operations ---
 
+    // Whether matvec, matmul and get_row take weights of type t (F32 always).
+    virtual bool supports(tensor_type t) const = 0;
+    // out = row `row` of W (n_rows x n_cols elements of type t) decoded to F32: the token embedding lookup.
+    virtual void get_row(tensor_type t, const void* W, int64_t row, int64_t n_cols, float* out) = 0;
+
     // y = W x. W is row-major: n_rows rows of n_cols elements in type t (ggml ne0 = n_cols, ne1 = n_rows).
     // PRECOND: n_cols is a multiple of t's block size; n_cols <= the backend's max_cols for non-F32 types.
     virtual void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) = 0;

@@ -65,6 +65,20 @@ void backend_cpu::matvec_rows(tensor_type t, const void* W, const float* x, floa
     for (int64_t r = r0; r < r1; ++r) y[r] = dot(w + uint64_t(r) * row_bytes, x, n_cols);
 }
 
+bool backend_cpu_supports(tensor_type t) {
+    return t == tensor_type::F32 || dequant_supported(t);
+}
+
+bool backend_cpu::supports(tensor_type t) const {
+    return backend_cpu_supports(t);
+}
+
+void backend_cpu::get_row(tensor_type t, const void* W, int64_t row, int64_t n_cols, float* out) {
+    const tensor_type_info& ti = type_info(t);
+    const uint64_t row_bytes = uint64_t(n_cols / ti.block_elems) * ti.block_bytes;
+    dequantize_row(t, static_cast<const uint8_t*>(W) + uint64_t(row) * row_bytes, out, n_cols);
+}
+
 void backend_cpu::matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) {
     if (t != tensor_type::F32) {
         MOE_CHECK(dequant_supported(t));

@@ -14,6 +14,9 @@ namespace moe {
 
 class thread_pool;
 
+// Whether the CPU backend's products take weights of type t as stored.
+bool backend_cpu_supports(tensor_type t);
+
 class backend_cpu final : public backend {
 public:
     // max_cols: the widest row a quantized/half matrix may have (one row per thread is decoded into a workspace
@@ -35,6 +38,8 @@ public:
     void copy(void* dst, const void* src, uint64_t bytes) override;
     void synchronize() override {}
 
+    bool supports(tensor_type t) const override;
+    void get_row(tensor_type t, const void* W, int64_t row, int64_t n_cols, float* out) override;
     void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) override;
     void matmul(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
                 int64_t n_tok) override;

@@ -93,6 +93,19 @@ public:
     }
     void synchronize() override { MOE_CUDA_CHECK(cudaStreamSynchronize(_stream)); }
 
+    bool supports(tensor_type t) const override { return cuda_backend_supports(t); }
+    void get_row(tensor_type t, const void* W, int64_t row, int64_t n_cols, float* out) override {
+        const tensor_type_info& ti = type_info(t);
+        const uint64_t row_bytes = uint64_t(n_cols / ti.block_elems) * ti.block_bytes;
+        const uint8_t* src = static_cast<const uint8_t*>(W) + uint64_t(row) * row_bytes;
+        if (t == tensor_type::F32) {
+            copy(out, src, row_bytes);
+            return;
+        }
+        MOE_CHECK(dequantize_cuda_supported(t));
+        dequantize_cuda(t, src, out, n_cols, _stream);
+    }
+
     void matvec(tensor_type t, const void* W, const float* x, float* y, int64_t n_cols, int64_t n_rows) override {
         if (n_rows == 0) return;
         if (t == tensor_type::F32) {
@@ -187,6 +200,10 @@ bool cuda_backend_available() {
     return gpu_count() > 0;
 }
 
+bool cuda_backend_supports(tensor_type t) {
+    return t == tensor_type::F32 || dequantize_cuda_supported(t);
+}
+
 std::unique_ptr<backend> make_backend_cuda(const backend_cuda_config& cfg) {
     return std::make_unique<backend_cuda>(cfg);
 }
@@ -194,6 +211,10 @@ std::unique_ptr<backend> make_backend_cuda(const backend_cuda_config& cfg) {
 #else
 
 bool cuda_backend_available() {
+    return false;
+}
+
+bool cuda_backend_supports(tensor_type) {
     return false;
 }
 

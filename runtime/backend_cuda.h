@@ -31,6 +31,8 @@ struct backend_cuda_config {
 
 // Whether this build and machine can run the CUDA backend (a CUDA build and at least one GPU).
 bool cuda_backend_available();
+// Whether the CUDA backend's products take weights of type t as stored (false in a build without CUDA).
+bool cuda_backend_supports(tensor_type t);
 
 // Creates the CUDA backend. Throws moe::error when the build has no CUDA, no GPU is present, the device index
 // does not exist, or its memory cannot be had (each named).

@@ -1,7 +1,7 @@
 // CPU reference dequantization (see dequant.h). Every block decoder is a transcription of ggml-quants.c's
-// dequantize_row_* (model-formats.md §2.3), with the same float operations in the same order, so results are
-// bit-identical to ggml's and gguf-py's. Fields are read byte by byte: blocks are packed with no padding (an
-// MXFP4 block is 17 bytes), so a block may start at any address.
+// dequantize_row_* (layouts: docs/model-formats.md §2.2), with the same float operations in the same order, so
+// results are bit-identical to ggml's and gguf-py's. Fields are read byte by byte: blocks are packed with no
+// padding (an MXFP4 block is 17 bytes), so a block may start at any address.
 #include "runtime/dequant.h"
 
 #include <cstring>

@@ -1,4 +1,4 @@
-// CPU reference dequantization of every ggml block type we run (model-formats.md §2.2–2.3) and the matching
+// CPU reference dequantization of every ggml block type we run (docs/model-formats.md §2) and the matching
 // reference matrix-vector product. Deliberately plain: one loop per formula, written as in ggml-quants.c, so it
 // can serve as the oracle that the CUDA kernels and any later fast path are tested against.
 #pragma once

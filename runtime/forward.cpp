@@ -14,13 +14,28 @@
 
 namespace moe {
 
-forward_pass::forward_pass(const model_desc& desc, const model_weights& weights, backend& be, expert_cache& cache,
-                           const forward_config& cfg, streamer* loader_streamer)
-    : _d(desc), _w(weights), _be(be), _cache(cache), _cfg(cfg), _streamer(loader_streamer), _rw(weights, be) {
-    check_forward_supported(desc, desc.name);
+forward_pass::forward_pass(const model& m, offloader& off, const forward_config& cfg)
+    : _m(m),
+      _d(m.desc()),
+      _rw(m.weights()),
+      _be(m.compute()),
+      _off(off),
+      _cache(off.cache()),
+      _prefetcher(off.prefetch()),
+      _cfg(cfg) {
+    const model_desc& desc = _d;
+    backend& be = _be;
+    const offload_layout& ol = off.layout();
+    if (ol.n_layers != uint32_t(desc.layout.n_moe_layers) || ol.n_experts != uint32_t(desc.n_experts) ||
+        ol.top_k != uint32_t(desc.n_experts_used))
+        fail("{}: the offloader streams {} x {} experts (top-{}), the model has {} x {} (top-{})", desc.name,
+             ol.n_layers, ol.n_experts, ol.top_k, desc.layout.n_moe_layers, desc.n_experts, desc.n_experts_used);
+    if (off.config().tier != m.expert_tier())
+        fail("{}: the offloader's expert slots are in {} memory, but the model computes on the {} backend", desc.name,
+             tier_kind_name(off.config().tier), be.name());
     if (cfg.n_ctx <= 0) fail("forward pass: context length (n_ctx) must be > 0, found {}", cfg.n_ctx);
     if (cfg.n_batch <= 0) fail("forward pass: batch size (n_batch) must be > 0, found {}", cfg.n_batch);
-    MOE_CHECK(int(weights.layers.size()) == desc.n_layers);
+    MOE_CHECK(int(_rw.layers.size()) == desc.n_layers);
     const size_t L = size_t(desc.n_layers), C = size_t(cfg.n_ctx), Hkv = size_t(desc.n_head_kv);
     const size_t K = size_t(desc.n_experts_used), D = size_t(desc.n_embd), B = size_t(cfg.n_batch);
     const size_t F = size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp)), E = size_t(desc.n_experts);
@@ -49,11 +64,8 @@ forward_pass::forward_pass(const model_desc& desc, const model_weights& weights,
     _ids.assign(B * K, 0);
     _weights.assign(B * K, 0.0f);
     for (int il = 0; il < desc.n_layers; ++il)
-        if (weights.layers[size_t(il)].moe_layer >= 0) _moe_layers.push_back(il);
-    if (cfg.prefetch.mode != prefetch_mode::NONE) {
-        _prefetcher = std::make_unique<prefetcher>(cfg.prefetch, uint32_t(_moe_layers.size()),
-                                                   uint32_t(desc.n_experts), uint32_t(K), uint32_t(B), cache,
-                                                   loader_streamer);
+        if (_rw.layers[size_t(il)].moe_layer >= 0) _moe_layers.push_back(il);
+    if (_prefetcher) {
         const size_t n_spec = _prefetcher->n_spec_layers(0) > 0 ? size_t(_prefetcher->config().depth) : 0;
         _pf_logits_dev = backend_array<float>(be, n_spec * size_t(desc.n_experts));
         if (n_spec) _pf_xn = backend_array<float>(be, D);
@@ -84,6 +96,11 @@ uint64_t forward_pass::workspace_bytes() const {
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
+    std::lock_guard<std::mutex> lock(_m.compute_lock());
+    return eval_locked(tokens, all_logits);
+}
+
+const float* forward_pass::eval_locked(std::span<const int> tokens, float* all_logits) {
     const int n = int(tokens.size());
     if (n <= 0 || n > _cfg.n_batch)
         fail("{}: eval of {} tokens: expected 1..{} (n_batch) per call", _d.name, tokens.size(), _cfg.n_batch);
@@ -94,7 +111,7 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
              _d.name, _n_past, n, _cfg.n_ctx);
     const size_t D = size_t(_d.n_embd);
     for (int i = 0; i < n; ++i)
-        _be.copy(_x.data() + size_t(i) * D, _rw.tok_embd + size_t(tokens[size_t(i)]) * D, D * sizeof(float));
+        _be.get_row(_rw.tok_embd.type, _rw.tok_embd.data, tokens[size_t(i)], _d.n_embd, _x.data() + size_t(i) * D);
     try {
         for (int il = 0; il < _d.n_layers; ++il) {
             attention_block(il, n);
@@ -113,6 +130,10 @@ const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) 
     return _logits.data();
 }
 
+void forward_pass::product(const weight_matrix& W, const float* X, float* Y, int n_tok) {
+    product(W.type, W.data, X, Y, W.n_cols, W.n_rows, n_tok);
+}
+
 void forward_pass::product(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows,
                            int n_tok) {
     if (n_tok == 1)
@@ -126,7 +147,6 @@ void forward_pass::product(tensor_type t, const void* W, const float* X, float* 
 // consecutive positions are contiguous. RoPE and attention then run token by token in position order, so token t
 // sees the KV rows of positions <= n_past + t, exactly what a token-by-token decode sees.
 void forward_pass::attention_block(int il, int n_tok) {
-    const layer_weights& L = _w.layers[size_t(il)];
     const layer_tensors& T = _rw.layers[size_t(il)];
     const int H = _d.n_head, Hkv = _d.n_head_kv, hk = _d.head_dim_k, hv = _d.head_dim_v, D = _d.n_embd;
     const float eps = float(_d.rms_eps);
@@ -138,20 +158,20 @@ void forward_pass::attention_block(int il, int n_tok) {
     float* v = _v_cache.data() + (first + size_t(_n_past)) * row_v;
 
     _be.rmsnorm_rows(_x.data(), T.attn_norm, _xn.data(), D, n_tok, eps);
-    product(tensor_type::F32, T.wq, _xn.data(), q, D, int64_t(row_q), n_tok);
-    product(tensor_type::F32, T.wk, _xn.data(), k, D, int64_t(row_k), n_tok);
-    product(tensor_type::F32, T.wv, _xn.data(), v, D, int64_t(row_v), n_tok);
-    if (!L.bq.empty()) {
+    product(T.wq, _xn.data(), q, n_tok);
+    product(T.wk, _xn.data(), k, n_tok);
+    product(T.wv, _xn.data(), v, n_tok);
+    if (T.bq) {
         for (int t = 0; t < n_tok; ++t) {
             _be.add(q + size_t(t) * row_q, T.bq, int64_t(row_q));
             _be.add(k + size_t(t) * row_k, T.bk, int64_t(row_k));
             _be.add(v + size_t(t) * row_v, T.bv, int64_t(row_v));
         }
     }
-    if (L.q_norm.size() == size_t(hk)) {  // qwen3moe: RMSNorm over each head before RoPE
+    if (T.q_norm && T.q_norm_n == hk) {  // qwen3moe: RMSNorm over each head before RoPE
         _be.rmsnorm_rows(q, T.q_norm, q, hk, int64_t(n_tok) * H, eps);
         _be.rmsnorm_rows(k, T.k_norm, k, hk, int64_t(n_tok) * Hkv, eps);
-    } else if (!L.q_norm.empty()) {  // olmoe: RMSNorm over the whole q and k projections
+    } else if (T.q_norm) {  // olmoe: RMSNorm over the whole q and k projections
         _be.rmsnorm_rows(q, T.q_norm, q, int64_t(row_q), n_tok, eps);
         _be.rmsnorm_rows(k, T.k_norm, k, int64_t(row_k), n_tok, eps);
     }
@@ -160,22 +180,22 @@ void forward_pass::attention_block(int il, int n_tok) {
     for (int t = 0; t < n_tok; ++t) {
         const int pos = _n_past + t;
         float* qt = q + size_t(t) * row_q;
-        _be.rope(qt, H, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
-        _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, pos, _w.rope_freq_base, _d.rope);
+        _be.rope(qt, H, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
+        _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
         _be.attention(qt, k_all, v_all, _att.data() + size_t(t) * row_att, _scores.data(), H, Hkv, hk, hv, pos + 1,
                       float(1.0 / std::sqrt(double(hk))));
     }
-    product(tensor_type::F32, T.wo, _att.data(), _tmp.data(), int64_t(row_att), D, n_tok);
+    product(T.wo, _att.data(), _tmp.data(), n_tok);
     _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
 }
 
 void forward_pass::moe_step(int il, int n_tok) {
-    const layer_weights& L = _w.layers[size_t(il)];
-    const layer_tensors& T = _rw.layers[size_t(il)];
+    const layer_tensors& L = _rw.layers[size_t(il)];
+    const layer_tensors& T = L;
     const int D = _d.n_embd, E = _d.n_experts, K = _d.n_experts_used;
     std::fill(_used.begin(), _used.end(), uint8_t(0));
     _be.rmsnorm_rows(_x.data(), T.ffn_norm, _xn.data(), D, n_tok, float(_d.rms_eps));
-    product(tensor_type::F32, T.router, _xn.data(), _router.data(), D, E, n_tok);
+    product(T.router, _xn.data(), _router.data(), n_tok);
     for (int i = 0; i < n_tok; ++i)
         _be.route(_router.data() + size_t(i) * size_t(E), _probs.data(), E, K, _d.gating, _d.norm_topk,
                   float(_d.weights_scale), _ids_dev.data() + size_t(i) * size_t(K),
@@ -224,11 +244,11 @@ void forward_pass::moe_step(int il, int n_tok) {
                 if (_ids[size_t(i) * size_t(K) + size_t(r)] == e && uint32_t(r) < rank)
                     rank = uint32_t(r), weight = _weights[size_t(i) * size_t(K) + size_t(r)];
         const expert_key key{uint32_t(L.moe_layer), uint32_t(e)};
-        _handles[size_t(n_group)] = _cache.acquire(key, access_info{_clock, rank, weight});
+        _handles[size_t(n_group)] = _cache.acquire(key, access_info{_off.now(), rank, weight});
         ++_stats.n_acquires;
         if (!_handles[size_t(n_group)].ready()) {
             ++_stats.n_expert_waits;
-            if (_streamer) _streamer->promote(key);  // a demand that joined a queued prefetch overtakes the rest
+            _off.loader().promote(key);  // a demand that joined a queued prefetch overtakes the rest
         }
         _group[size_t(n_group++)] = e;
         const bool last = v + 1 == n_visit;
@@ -237,8 +257,8 @@ void forward_pass::moe_step(int il, int n_tok) {
         if (last && n_tok == 1 && _prefetcher) prefetch_ahead(il);
         if (n_group == K || last) apply_group(L.moe_layer, n_group, n_tok), n_group = 0;
     }
-    ++_clock;
-    const bool shared = !L.sh_gate.empty();
+    _off.tick();
+    const bool shared = bool(L.sh_gate);
     if (shared) shared_expert(T, n_tok);
     for (int i = 0; i < n_tok; ++i) {
         float* out = _tmp.data() + size_t(i) * size_t(D);
@@ -291,30 +311,30 @@ void forward_pass::apply_group(int moe_layer, int n_pinned, int n_tok) {
 // was trained on that scale), with the same backend calls as the real router; downloaded as host logits.
 // History needs none of it.
 void forward_pass::prefetch_ahead(int il) {
-    const uint32_t moe_layer = uint32_t(_w.layers[size_t(il)].moe_layer);
+    const uint32_t moe_layer = uint32_t(_rw.layers[size_t(il)].moe_layer);
     const int n_spec = _prefetcher->n_spec_layers(moe_layer);
     const size_t E = size_t(_d.n_experts);
     for (int s = 0; s < n_spec; ++s) {
         const layer_tensors& N = _rw.layers[size_t(_moe_layers[moe_layer + 1 + uint32_t(s)])];
         _be.rmsnorm(_x.data(), N.ffn_norm, _pf_xn.data(), _d.n_embd, float(_d.rms_eps));
-        _be.matvec(tensor_type::F32, N.router, _pf_xn.data(), _pf_logits_dev.data() + size_t(s) * E, _d.n_embd,
-                   _d.n_experts);
+        _be.matvec(N.router.type, N.router.data, _pf_xn.data(), _pf_logits_dev.data() + size_t(s) * E,
+                   N.router.n_cols, N.router.n_rows);
     }
     if (n_spec > 0) _be.download(_pf_logits.data(), _pf_logits_dev.data(), size_t(n_spec) * E * sizeof(float));
     _stats.n_prefetches +=
-        _prefetcher->prefetch(moe_layer, _clock, std::span<const float>(_pf_logits.data(), size_t(n_spec) * E));
+        _prefetcher->prefetch(moe_layer, _off.now(), std::span<const float>(_pf_logits.data(), size_t(n_spec) * E));
 }
 
 // Qwen2-MoE's shared expert, resident and always on, for the batch's tokens: down(silu(gate xn) * up xn) into
 // _rows and the gate logit g . xn into _sh_logit; moe_step adds sigmoid(logit) * that after the routed sum (HF:
 // routed + shared, then the residual). Runs after the routed experts: it reuses their workspaces.
 void forward_pass::shared_expert(const layer_tensors& T, int n_tok) {
-    const int64_t D = _d.n_embd, F = _d.n_ff_shexp;
-    product(tensor_type::F32, T.sh_gate_inp, _xn.data(), _sh_logit.data(), D, 1, n_tok);
-    product(tensor_type::F32, T.sh_gate, _xn.data(), _gate.data(), D, F, n_tok);
-    product(tensor_type::F32, T.sh_up, _xn.data(), _up.data(), D, F, n_tok);
+    const int64_t F = _d.n_ff_shexp;
+    product(T.sh_gate_inp, _xn.data(), _sh_logit.data(), n_tok);
+    product(T.sh_gate, _xn.data(), _gate.data(), n_tok);
+    product(T.sh_up, _xn.data(), _up.data(), n_tok);
     _be.swiglu(_gate.data(), _up.data(), _gate.data(), F * n_tok);
-    product(tensor_type::F32, T.sh_down, _gate.data(), _rows.data(), F, D, n_tok);
+    product(T.sh_down, _gate.data(), _rows.data(), n_tok);
 }
 
 // The final norm and the output head: the last position's logits into _logits, or every position's into
@@ -324,14 +344,14 @@ void forward_pass::output_head(int n_tok, float* all_logits) {
     const float eps = float(_d.rms_eps);
     if (!all_logits) {
         _be.rmsnorm(_x.data() + size_t(n_tok - 1) * D, _rw.output_norm, _xn.data(), _d.n_embd, eps);
-        _be.matvec(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab);
+        product(_rw.output, _xn.data(), _logits_dev.data(), 1);
         _be.download(_logits.data(), _logits_dev.data(), V * sizeof(float));
         return;
     }
     for (int c = 0; c < n_tok; c += _head_rows) {
         const int m = std::min(_head_rows, n_tok - c);
         _be.rmsnorm_rows(_x.data() + size_t(c) * D, _rw.output_norm, _xn.data(), _d.n_embd, m, eps);
-        product(tensor_type::F32, _rw.output, _xn.data(), _logits_dev.data(), _d.n_embd, _d.n_vocab, m);
+        product(_rw.output, _xn.data(), _logits_dev.data(), m);
         _be.download(all_logits + size_t(c) * V, _logits_dev.data(), size_t(m) * V * sizeof(float));
     }
     std::memcpy(_logits.data(), all_logits + size_t(n_tok - 1) * V, V * sizeof(float));

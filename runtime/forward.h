@@ -35,20 +35,14 @@
 #include "prefetch/prefetcher.h"
 #include "runtime/backend.h"
 #include "runtime/backend_buffer.h"
-#include "runtime/model_desc.h"
-#include "runtime/model_weights.h"
-#include "runtime/resident_weights.h"
+#include "runtime/model.h"
+#include "runtime/offloader.h"
 
 namespace moe {
-
-class streamer;
 
 struct forward_config {
     int n_ctx = 256;   // KV cache positions, allocated at construction
     int n_batch = 32;  // most tokens one eval() call takes (workspaces are sized for it)
-    // Prefetch during decode steps (prefetch/prefetcher.h): none, spec (the next `depth` MoE layers' routers on
-    // the current FFN input), history (co-activation), both. Never changes what is computed.
-    prefetch_config prefetch;
 };
 
 // Counters of one forward pass object (for `moe run` and tests).
@@ -67,38 +61,35 @@ using routing_observer =
 
 class forward_pass {
 public:
-    // Everything passed in must outlive this object. `loader_streamer` (optional) is told to promote a queued
-    // prefetch that a demand acquire joined. Allocates the KV cache and every workspace here.
-    forward_pass(const model_desc& desc, const model_weights& weights, backend& be, expert_cache& cache,
-                 const forward_config& cfg, streamer* loader_streamer = nullptr);
+    // The model and the offloader must outlive this object; the offloader must stream this model's experts into
+    // the tier the model's backend computes on. Allocates the KV cache and every workspace here (backend memory);
+    // the weights are the model's, shared. The prefetcher, when the offloader has one, is told every routing and
+    // asked for guesses during decode.
+    forward_pass(const model& m, offloader& off, const forward_config& cfg);
 
     // Forgets the sequence (the KV cache is reused from position 0).
     void reset() { _n_past = 0; }
     int n_past() const { return _n_past; }
     int n_ctx() const { return _cfg.n_ctx; }
+    int n_batch() const { return _cfg.n_batch; }
     // Decodes `token` at position n_past() and returns the n_vocab logits (valid until the next call).
     // Throws moe::error for a token outside the vocabulary or a full context; an expert load failure
     // propagates as the cache's moe::error.
     const float* decode(int token) { return eval(std::span<const int>(&token, 1), nullptr); }
     // Evaluates up to n_batch tokens at positions n_past().. (prefill). Writes every position's logits to
     // all_logits (tokens.size(), n_vocab) when it is not null; returns the last token's logits (valid until the
-    // next call). Errors as decode(); tokens are checked before anything is computed.
+    // next call). Errors as decode(); tokens are checked before anything is computed. Holds the model's compute
+    // lock for the step.
     const float* eval(std::span<const int> tokens, float* all_logits);
 
-    // Bytes of the KV cache and the workspaces (what the engine counts against the compute memory).
+    // Bytes of the KV cache and the workspaces in backend memory (what this session adds to the compute memory).
     uint64_t workspace_bytes() const;
-    // Bytes of resident weights copied into backend memory (0 for a backend that computes on host memory).
-    uint64_t resident_backend_bytes() const { return _rw.backend_bytes(); }
     const forward_stats& stats() const { return _stats; }
-    // Per MoE layer what the prefetcher guessed and issued (empty with prefetch none).
-    std::span<const prefetcher_layer_stats> prefetch_stats() const {
-        return _prefetcher ? std::span<const prefetcher_layer_stats>(_prefetcher->stats())
-                           : std::span<const prefetcher_layer_stats>();
-    }
     // Optional; an empty function turns it off. Observing never changes what is computed.
     void set_routing_observer(routing_observer obs) { _observer = std::move(obs); }
 
 private:
+    const float* eval_locked(std::span<const int> tokens, float* all_logits);
     void attention_block(int il, int n_tok);
     void moe_step(int il, int n_tok);
     void apply_group(int moe_layer, int n_pinned, int n_tok);
@@ -107,17 +98,18 @@ private:
     void prefetch_ahead(int il);
     void output_head(int n_tok, float* all_logits);
     // Y = X W^T over n_tok rows: matvec for one token (decode), matmul for a batch.
+    void product(const weight_matrix& W, const float* X, float* Y, int n_tok);
     void product(tensor_type t, const void* W, const float* X, float* Y, int64_t n_cols, int64_t n_rows, int n_tok);
 
+    const model& _m;
     const model_desc& _d;
-    const model_weights& _w;
+    const resident_weights& _rw;  // the model's, in backend memory
     backend& _be;
+    offloader& _off;
     expert_cache& _cache;
+    prefetcher* _prefetcher = nullptr;  // the offloader's; null with prefetch none
     forward_config _cfg;
-    streamer* _streamer = nullptr;
-    resident_weights _rw;  // the weights in backend memory (views of _w on the CPU)
     int _n_past = 0;
-    uint64_t _clock = 0;  // access time for the eviction policy: one tick per (eval call, MoE layer)
     forward_stats _stats;
     routing_observer _observer;
 
@@ -152,7 +144,6 @@ private:
     std::vector<float> _weights;  // (n_batch, top_k)
     std::vector<float> _pf_logits;  // (depth, n_experts) ... downloaded for the prefetcher
     std::vector<int> _moe_layers;   // (n_moe_layers) decoder layer index of each MoE layer
-    std::unique_ptr<prefetcher> _prefetcher;  // null with prefetch none
     std::vector<const float*> _y_ptrs;    // (n_batch, top_k) each (token, rank)'s expert output row in _ys
     std::vector<int> _ys_first;           // (n_experts) expert e's first row in _ys (this layer's routing)
     std::vector<int> _gather_tok;         // (n_batch) the tokens of the expert being applied, in token order

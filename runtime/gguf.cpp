@@ -1,4 +1,4 @@
-// GGUF reader (model-formats.md §1): v2/v3 little-endian files, single or split. The header is parsed through
+// GGUF reader (docs/model-formats.md §1): v2/v3 little-endian files, single or split. The header is parsed through
 // a bounded cursor over a byte source that is either an in-memory image (fuzzing) or a file read in growing
 // chunks, so opening a multi-GB model reads only its header. Every count, length, dimension, offset and size
 // is checked against what the file can hold before anything is allocated or trusted.
@@ -14,6 +14,8 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/file_kind.h"
+#include "common/printable.h"
 #include "runtime/model_file.h"
 
 namespace moe {
@@ -22,7 +24,9 @@ namespace moe {
 // input_file
 
 input_file::input_file(const std::string& path) : _path(path) {
-    _fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before the check below could
+    // refuse it. It changes nothing for a regular file; it is cleared once the file is known to be one.
+    _fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (_fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
     struct stat st {};
     if (::fstat(_fd, &st) != 0) {
@@ -32,7 +36,13 @@ input_file::input_file(const std::string& path) : _path(path) {
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(_fd);
-        fail("{}: expected a regular file, found {}", path, S_ISDIR(st.st_mode) ? "a directory" : "a special file");
+        fail("{}: cannot open: expected a regular file, found {}", path, describe_file_type(st.st_mode));
+    }
+    const int flags = ::fcntl(_fd, F_GETFL);
+    if (flags < 0 || ::fcntl(_fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        ::close(_fd);
+        fail("{}: cannot open: {}", path, std::strerror(e));
     }
     _size = uint64_t(st.st_size);
 }
@@ -349,9 +359,9 @@ model_file parse_gguf(byte_source& src, const std::string& name, int file_index)
         uint64_t at = c.pos();
         std::string key = c.read_string(fmt::format("kv[{}] key", i), 65535);
         if (key.empty()) c.bad(at, fmt::format("kv[{}] key", i), "a non-empty key", "an empty string");
-        meta_value v = read_value(c, fmt::format("kv[{}] '{}'", i, key));
+        meta_value v = read_value(c, fmt::format("kv[{}] '{}'", i, printable(key)));
         if (!mf.metadata.emplace(key, std::move(v)).second)
-            c.bad(at, fmt::format("kv[{}] key", i), "unique keys", fmt::format("duplicate key '{}'", key));
+            c.bad(at, fmt::format("kv[{}] key", i), "unique keys", fmt::format("duplicate key '{}'", printable(key)));
     }
     mf.alignment = read_alignment(mf, name);
 
@@ -364,9 +374,11 @@ model_file parse_gguf(byte_source& src, const std::string& name, int file_index)
         tensor_desc t;
         t.file = file_index;
         t.name = c.read_string(fmt::format("tensor[{}] name", i), 65535);
-        std::string tf = fmt::format("tensor[{}] '{}'", i, t.name);
+        // Names are quoted escaped: a NUL would cut the message short, a control byte would reach the terminal.
+        std::string tf = fmt::format("tensor[{}] '{}'", i, printable(t.name));
         if (!names.insert(t.name).second)
-            c.bad(at, tf + " name", "unique tensor names", fmt::format("duplicate tensor name '{}'", t.name));
+            c.bad(at, tf + " name", "unique tensor names",
+                  fmt::format("duplicate tensor name '{}'", printable(t.name)));
         uint64_t nd_at = c.pos();
         auto n_dims = c.read<uint32_t>(tf + " n_dims");
         if (n_dims > 4) c.bad(nd_at, tf + " n_dims", "at most 4 dimensions", fmt::format("{}", n_dims));
@@ -418,7 +430,7 @@ model_file parse_gguf(byte_source& src, const std::string& name, int file_index)
         tensor_desc& t = mf.tensors[i];
         uint64_t rel = rel_offsets[i];
         if (rel > data_size || t.bytes > data_size - rel)
-            c.bad(info_pos[i], fmt::format("tensor[{}] '{}' offset", i, t.name),
+            c.bad(info_pos[i], fmt::format("tensor[{}] '{}' offset", i, printable(t.name)),
                   fmt::format("data inside the file: data_start {} + offset + {} bytes <= file size {}", data_start,
                               t.bytes, src.size()),
                   fmt::format("offset {} (tensor ends past the end of the file)", rel));
@@ -431,6 +443,13 @@ model_file parse_gguf(byte_source& src, const std::string& name, int file_index)
 void finish_single(model_file& mf, const std::string& path, uint64_t size) {
     mf.paths = {path};
     mf.file_sizes = {size};
+}
+
+// Why stat() failed, as a message ends: "no such file" for a missing one, else the system's reason (a symlink
+// loop, a name too long, no permission: never reported as missing).
+std::string stat_failure(int err) {
+    if (err == ENOENT) return "no such file";
+    return fmt::format("a path that cannot be used: {}", std::strerror(err));
 }
 
 std::optional<int64_t> split_key(const model_file& mf, const std::string& key, const std::string& path) {
@@ -469,7 +488,7 @@ model_file read_gguf(const std::string& path) {
     std::string first = gguf_split_path(split->prefix, 1, split->count);
     struct stat st {};
     if (::stat(first.c_str(), &st) != 0)
-        fail("{}: split GGUF: expected shard 1 of {} at {}, found no such file", path, split->count, first);
+        fail("{}: split GGUF: expected shard 1 of {} at {}, found {}", path, split->count, first, stat_failure(errno));
     model_file mf = read_gguf_file(first, 0);
     auto count = split_key(mf, "split.count", first);
     if (!count) {
@@ -484,8 +503,8 @@ model_file read_gguf(const std::string& path) {
     for (int s = 0; s < split->count; s++) {
         std::string shard_path = gguf_split_path(split->prefix, s + 1, split->count);
         if (s > 0 && ::stat(shard_path.c_str(), &st) != 0)
-            fail("{}: split GGUF: expected shard {} of {} at {}, found no such file", first, s + 1, split->count,
-                 shard_path);
+            fail("{}: split GGUF: expected shard {} of {} at {}, found {}", first, s + 1, split->count, shard_path,
+                 stat_failure(errno));
         model_file shard = s == 0 ? model_file{} : read_gguf_file(shard_path, s);
         model_file& sh = s == 0 ? mf : shard;
         const std::string& sp = s == 0 ? first : sh.paths[0];
@@ -501,7 +520,7 @@ model_file read_gguf(const std::string& path) {
         for (auto& t : sh.tensors) {
             if (mf.index.count(t.name))
                 fail("{}: tensor '{}': expected tensor names unique across shards, found a duplicate of a tensor in {}",
-                     sp, t.name, mf.paths[size_t(mf.tensors[mf.index[t.name]].file)]);
+                     sp, printable(t.name), mf.paths[size_t(mf.tensors[mf.index[t.name]].file)]);
             mf.index.emplace(t.name, mf.tensors.size());
             mf.tensors.push_back(std::move(t));
         }

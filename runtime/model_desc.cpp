@@ -2,7 +2,7 @@
 // Face safetensors checkpoint (config.json model_type + HF tensor names), reads the hyper-parameters, checks them
 // against the tensor shapes, and builds the expert layout: the byte ranges of every routed expert's weights.
 //
-// Layout rules (shared/reference/model-formats.md §3.1, §5.2):
+// Layout rules (docs/model-formats.md §3.1, §5.2):
 //  - GGUF merged experts blk.N.ffn_{gate,up,down}_exps {ne0, ne1, E}: expert e is the contiguous slice
 //    [offset + e*nb2, +nb2) with nb2 = bytes / E, because ne2 is the outermost dimension. Fused ffn_gate_up_exps
 //    is one range. Expert biases {ne0, E} (gpt-oss) give row e.
@@ -21,6 +21,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/printable.h"
 
 namespace moe {
 
@@ -185,7 +186,7 @@ private:
             fail(
                 "{}: general.architecture: expected one of llama (Mixtral), qwen2moe, qwen3moe, olmoe, deepseek2, "
                 "gpt-oss; found '{}'",
-                _src, *a);
+                _src, printable(*a));
         _pfx = *a + ".";
         _d.name = _f.meta_string("general.name").value_or(*a);
 
@@ -194,14 +195,14 @@ private:
         auto n_exp = gguf_int(_pfx + "expert_count");
         if (!n_exp || *n_exp == 0)
             fail("{}: not a Mixture-of-Experts model: metadata key '{}expert_count' is {} (architecture '{}')", _src,
-                 _pfx, n_exp ? "0" : "missing", *a);
+                 printable(_pfx), n_exp ? "0" : "missing", printable(*a));
         _d.n_experts = int(*n_exp);
         _d.n_experts_used = int(gguf_req(_pfx + "expert_used_count", "top-k experts per token"));
         _d.n_head = int(gguf_req(_pfx + "attention.head_count", "attention heads"));
         _d.n_head_kv = int(gguf_int(_pfx + "attention.head_count_kv").value_or(_d.n_head));
         int hd = _d.n_head > 0 ? _d.n_embd / _d.n_head : 0;
         // DeepSeek MLA GGUFs store key_length = kv_lora + rope (the compressed cache row); the per-head q/k width
-        // is key_length_mla (model-formats.md §3.3), which is what a reader of head_dim_k wants.
+        // is key_length_mla (docs/model-formats.md §3.2), which is what a reader of head_dim_k wants.
         _d.head_dim_k = int(
             gguf_int(_pfx + "attention.key_length_mla").value_or(gguf_int(_pfx + "attention.key_length").value_or(hd)));
         _d.head_dim_v = int(gguf_int(_pfx + "attention.value_length_mla")
@@ -219,7 +220,7 @@ private:
             if (auto* arr = std::get_if<std::shared_ptr<meta_array>>(&tok->value); arr && *arr)
                 _d.n_vocab = int((*arr)->size());
 
-        // Routing and RoPE per architecture (model-formats.md §3.5, §4.1 table).
+        // Routing and RoPE per architecture (docs/model-formats.md §3.3, §4).
         switch (_d.architecture) {
             case arch::LLAMA:
                 _d.rope = rope_style::NORM, _d.norm_topk = true;
@@ -362,7 +363,7 @@ private:
 
     void gguf_cross_check() {
         if (_d.layout.n_moe_layers == 0) fail("{}: not a Mixture-of-Experts model: no layer has a router", _src);
-        // Where the expert width lives in the metadata differs per arch (model-formats.md §3.2).
+        // Where the expert width lives in the metadata differs per arch (docs/model-formats.md §3.2).
         std::string key;
         switch (_d.architecture) {
             case arch::LLAMA:
@@ -448,7 +449,7 @@ private:
             fail(
                 "{}: config.json model_type: expected one of mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
                 "deepseek_v3, gpt_oss; found '{}'",
-                _src, mt);
+                _src, printable(mt));
 
         _d.n_layers = int(cfg_req("num_hidden_layers"));
         _d.n_embd = int(cfg_req("hidden_size"));
@@ -491,7 +492,7 @@ private:
                 if (sf == "sigmoid")
                     _d.gating = gating_func::SIGMOID;
                 else if (sf != "softmax")
-                    fail("{}: config.json scoring_func: expected softmax or sigmoid, found '{}'", _src, sf);
+                    fail("{}: config.json scoring_func: expected softmax or sigmoid, found '{}'", _src, printable(sf));
                 _d.n_leading_dense = int(cfg_int("first_k_dense_replace").value_or(0));
                 _d.n_shared_experts = int(cfg_int("n_shared_experts").value_or(0));
                 _d.head_dim_k = int(cfg_int("qk_nope_head_dim").value_or(0) + cfg_int("qk_rope_head_dim").value_or(0));
@@ -592,7 +593,7 @@ private:
     // gpt-oss checkpoints fuse the experts of a layer into 3-D tensors with the expert leading, so expert e is
     // the contiguous slice e of each. Published (MXFP4) form: gate_up_proj_blocks [E, 2f, d/32, 16] and
     // gate_up_proj_scales [E, 2f, d/32] (U8, gate/up rows interleaved), down_proj_blocks [E, d, f/32, 16],
-    // down_proj_scales [E, d, f/32], plus biases [E, 2f] / [E, d] (model-formats.md §5.2). Dequantized form:
+    // down_proj_scales [E, d, f/32], plus biases [E, 2f] / [E, d] (docs/model-formats.md §5.3). Dequantized:
     // gate_up_proj [E, d, 2f] and down_proj [E, f, d] (x @ W layout). Consumers must know these are HF layouts.
     void gpt_oss_hf_layer(int il, const std::string& moe) {
         const int E = _d.n_experts, d = _d.n_embd;
@@ -647,7 +648,7 @@ private:
     }
 
     // ---- common ---------------------------------------------------------------------------------------------
-    // RoPE scaling from GGUF (model-formats.md §3.4): rope.scaling.type (llama.cpp reads "linear" when only a
+    // RoPE scaling from GGUF (docs/model-formats.md §3.3): rope.scaling.type (llama.cpp reads "linear" when only a
     // factor is given), rope.scaling.factor or the older rope.scale_linear, original_context_length, the optional
     // yarn_beta_fast/slow, and DeepSeek-V2's yarn_log_multiplier, which the converter writes as 0.1 * mscale_all_dim.
     void gguf_rope_scaling() {

@@ -12,11 +12,11 @@
 namespace moe {
 
 enum class arch { LLAMA, QWEN2MOE, QWEN3MOE, OLMOE, DEEPSEEK2, GPT_OSS };
-enum class rope_style { NORM, NEOX };        // NORM: adjacent pairs; NEOX: halves (model-formats.md §3.5)
+enum class rope_style { NORM, NEOX };        // NORM: adjacent pairs; NEOX: halves (docs/model-formats.md §3.3)
 enum class gating_func { SOFTMAX, SIGMOID, SOFTMAX_WEIGHT };  // SOFTMAX_WEIGHT: softmax over the selected (gpt-oss)
 enum class rope_scaling_type { NONE, LINEAR, YARN, OTHER };  // OTHER: recognised as present, not implemented
 
-// RoPE frequency scaling for contexts longer than the model was trained on (model-formats.md §3.4-3.5). NONE for
+// RoPE frequency scaling for contexts longer than the model was trained on (docs/model-formats.md §3.3). NONE for
 // the shipped Mixtral, Qwen and OLMoE checkpoints; YaRN for gpt-oss and DeepSeek-V2. It changes the rotation at
 // every position (not only past orig_ctx), so a reader that ignored it would compute a different model.
 struct rope_scaling {

@@ -1,6 +1,8 @@
 // open_model_file: picks the reader from the path (directory, extension, or the file's magic), and the metadata
-// accessors of model_file, which accept any integer/float width (writers differ, model-formats.md §1.6).
+// accessors of model_file, which accept any integer/float width (writers differ, docs/model-formats.md §1.2).
 #include "runtime/model_file.h"
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/file_kind.h"
 #include "runtime/gguf.h"
 
 namespace moe {
@@ -36,14 +39,26 @@ const char* value_kind(const meta_value& v) {
     }
 }
 
+// Whether `p` exists; a failure other than "no such file" (no permission, a symlink loop) is reported as it is.
+bool exists_or_fail(const fs::path& p) {
+    std::error_code ec;
+    const bool there = fs::exists(p, ec);
+    if (ec) fail("{}: cannot open: {}", p.string(), ec.message());
+    return there;
+}
+
 model_file open_directory(const fs::path& dir) {
-    if (fs::exists(dir / "model.safetensors.index.json"))
+    if (exists_or_fail(dir / "model.safetensors.index.json"))
         return read_safetensors((dir / "model.safetensors.index.json").string());
-    if (fs::exists(dir / "model.safetensors")) return read_safetensors((dir / "model.safetensors").string());
+    if (exists_or_fail(dir / "model.safetensors")) return read_safetensors((dir / "model.safetensors").string());
 
     std::vector<std::string> ggufs, sts;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        if (!e.is_regular_file()) continue;
+    std::error_code ec;
+    fs::directory_iterator it(dir, ec);
+    if (ec) fail("{}: cannot list the directory: {}", dir.string(), ec.message());
+    for (const auto& e : it) {
+        std::error_code type_ec;
+        if (!e.is_regular_file(type_ec)) continue;
         std::string p = e.path().string();
         if (ends_with(p, ".gguf")) ggufs.push_back(p);
         if (ends_with(p, ".safetensors")) sts.push_back(p);
@@ -71,8 +86,16 @@ model_file open_directory(const fs::path& dir) {
 model_file open_model_file(const std::string& path) {
     std::error_code ec;
     auto st = fs::status(path, ec);
-    if (ec || !fs::exists(st)) fail("{}: cannot open model: no such file or directory", path);
+    // The system's reason, as it is: a symlink loop or a name too long is not a missing file.
+    if (st.type() == fs::file_type::not_found) fail("{}: cannot open model: no such file or directory", path);
+    if (ec) fail("{}: cannot open model: {}", path, ec.message());
     if (fs::is_directory(st)) return open_directory(path);
+    if (!fs::is_regular_file(st)) {
+        // Refused before anything opens it: opening a FIFO for reading would wait for a writer.
+        struct stat sb {};
+        fail("{}: cannot open model: expected a regular file or a directory, found {}", path,
+             ::stat(path.c_str(), &sb) == 0 ? describe_file_type(sb.st_mode) : "a special file");
+    }
     if (ends_with(path, ".gguf")) return read_gguf(path);
     if (ends_with(path, ".safetensors") || ends_with(path, ".index.json")) return read_safetensors(path);
 

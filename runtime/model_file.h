@@ -52,7 +52,7 @@ struct model_file {
         auto it = index.find(name);
         return it == index.end() ? nullptr : &tensors[it->second];
     }
-    // Metadata lookups that accept any integer/float width (model-formats.md §1.6 recommendation).
+    // Metadata lookups that accept any integer/float width: writers differ (docs/model-formats.md §1.2).
     const meta_value* meta(const std::string& key) const;
     std::optional<int64_t> meta_int(const std::string& key) const;
     std::optional<double> meta_float(const std::string& key) const;

@@ -1,4 +1,4 @@
-// safetensors reader (model-formats.md §5.1): one file, or a sharded checkpoint described by
+// safetensors reader (docs/model-formats.md §5.1): one file, or a sharded checkpoint described by
 // model.safetensors.index.json, plus the config.json beside the weights. Only the JSON header of each file is
 // read; every dtype, shape and data offset is checked against the file before it is trusted.
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/printable.h"
 #include "runtime/gguf.h"
 #include "runtime/model_file.h"
 
@@ -73,7 +74,8 @@ json parse_json_object(const char* begin, const char* end, const std::string& na
     } catch (const json::exception& e) {
         fail("{}: {}: expected valid JSON, found a parse error: {}", name, what, e.what());
     }
-    if (!duplicate.empty()) fail("{}: {}: expected unique keys, found duplicate key '{}'", name, what, duplicate);
+    if (!duplicate.empty())
+        fail("{}: {}: expected unique keys, found duplicate key '{}'", name, what, printable(duplicate));
     if (!j.is_object()) fail("{}: {}: expected a JSON object, found {}", name, what, json_kind(j));
     return j;
 }
@@ -110,10 +112,12 @@ void parse_header(const char* text, uint64_t n, uint64_t data_size, const std::s
                 fail("{}: header: __metadata__: expected an object of strings, found {}", name, json_kind(v));
             for (auto& [mk, mv] : v.items())
                 if (!mv.is_string())
-                    fail("{}: header: __metadata__.{}: expected a string value, found {}", name, mk, json_kind(mv));
+                    fail("{}: header: __metadata__.{}: expected a string value, found {}", name, printable(mk),
+                         json_kind(mv));
             continue;
         }
-        std::string tf = fmt::format("tensor '{}'", key);
+        // Names are quoted escaped: a NUL would cut the message short, a control byte would reach the terminal.
+        std::string tf = fmt::format("tensor '{}'", printable(key));
         if (!v.is_object()) fail("{}: header: {}: expected an object, found {}", name, tf, json_kind(v));
         st_entry e;
         e.desc.name = key;
@@ -128,7 +132,7 @@ void parse_header(const char* text, uint64_t n, uint64_t data_size, const std::s
             fail(
                 "{}: header: {}: dtype: expected a supported dtype (F32, F16, BF16, I64, ...), found unknown dtype "
                 "'{}'",
-                name, tf, dt->get<std::string>());
+                name, tf, printable(dt->get<std::string>()));
         e.desc.type = info->type;
 
         auto sh = v.find("shape");
@@ -184,7 +188,7 @@ void parse_header(const char* text, uint64_t n, uint64_t data_size, const std::s
             fail(
                 "{}: header: tensor '{}': data_offsets: expected no overlap with tensor '{}' [{}, {}], found [{}, {}] "
                 "(overlapping tensors)",
-                name, e.desc.name, prev->desc.name, prev->begin, prev->end, e.begin, e.end);
+                name, printable(e.desc.name), printable(prev->desc.name), prev->begin, prev->end, e.begin, e.end);
         prev = &e;
     }
     for (auto& e : entries) out.push_back(std::move(e.desc));
@@ -236,8 +240,26 @@ json load_json_file(const std::string& path, std::string_view what) {
 json load_config(const fs::path& dir) {
     fs::path p = dir / "config.json";
     std::error_code ec;
-    if (!fs::exists(p, ec)) return nullptr;
+    const bool there = fs::exists(p, ec);
+    if (ec) fail("{}: cannot open: {}", p.string(), ec.message());  // e.g. no permission: not "missing"
+    if (!there) return nullptr;
     return load_json_file(p.string(), "config.json");
+}
+
+// A shard named by the index must lie in the index's directory: a relative path without ".." components (and
+// without a NUL, which would cut the name short when it is opened). Symbolic links inside the directory are
+// followed as they are: the Hugging Face cache links every file of a snapshot to a blob outside it.
+void check_shard_name(const std::string& f, const std::string& index_path, const std::string& tensor) {
+    const fs::path p(f);
+    bool escapes = f.empty() || p.is_absolute() || p.has_root_name() || p.has_root_directory() ||
+                   f.find('\0') != std::string::npos;
+    for (const fs::path& part : p)
+        if (part == "..") escapes = true;
+    if (escapes)
+        fail(
+            "{}: weight_map['{}']: expected a shard file name inside the model's directory (relative, without '..'), "
+            "found '{}'",
+            index_path, printable(tensor), printable(f));
 }
 
 model_file read_sharded(const std::string& index_path) {
@@ -251,10 +273,10 @@ model_file read_sharded(const std::string& index_path) {
     std::set<std::string> shard_names;  // sorted: model-00001-of-0000N first
     for (auto& [tensor, file] : wm->items()) {
         if (!file.is_string())
-            fail("{}: weight_map['{}']: expected a shard file name, found {}", index_path, tensor, json_kind(file));
+            fail("{}: weight_map['{}']: expected a shard file name, found {}", index_path, printable(tensor),
+                 json_kind(file));
         std::string f = file.get<std::string>();
-        if (f.empty() || fs::path(f).is_absolute())
-            fail("{}: weight_map['{}']: expected a file name relative to the index, found '{}'", index_path, tensor, f);
+        check_shard_name(f, index_path, tensor);
         shard_names.insert(f);
     }
     if (shard_names.empty()) fail("{}: weight_map: expected at least one tensor, found an empty map", index_path);
@@ -265,23 +287,25 @@ model_file read_sharded(const std::string& index_path) {
     for (const auto& s : shard_names) {
         std::string sp = (dir / s).string();
         std::error_code ec;
-        if (!fs::exists(sp, ec))
+        const bool there = fs::exists(sp, ec);
+        if (ec) fail("{}: weight_map: shard file '{}' cannot be opened: {}", index_path, printable(sp), ec.message());
+        if (!there)
             fail("{}: weight_map: expected shard file '{}' to exist, found no such file (missing shard)", index_path,
-                 sp);
+                 printable(sp));
         std::vector<tensor_desc> ts;
         mf.file_sizes.push_back(read_one(sp, file_index, ts));
         mf.paths.push_back(sp);
         for (auto& t : ts) {
             if (auto prev = mf.index.find(t.name); prev != mf.index.end())
-                fail("{}: tensor '{}': expected each tensor in one shard, found it also in {}", sp, t.name,
+                fail("{}: tensor '{}': expected each tensor in one shard, found it also in {}", sp, printable(t.name),
                      mf.paths[size_t(mf.tensors[prev->second].file)]);
             auto mapped = wm->find(t.name);
             if (mapped == wm->end())
-                warn_once("st-unmapped:" + sp,
-                          fmt::format("{}: tensor '{}' is not listed in {}; using it anyway", sp, t.name, index_path));
+                warn_once("st-unmapped:" + sp, fmt::format("{}: tensor '{}' is not listed in {}; using it anyway", sp,
+                                                           printable(t.name), index_path));
             else if (mapped->get<std::string>() != s)
-                fail("{}: tensor '{}': expected in shard '{}' per weight_map, found in '{}'", index_path, t.name,
-                     mapped->get<std::string>(), s);
+                fail("{}: tensor '{}': expected in shard '{}' per weight_map, found in '{}'", index_path,
+                     printable(t.name), printable(mapped->get<std::string>()), printable(s));
             mf.index.emplace(t.name, mf.tensors.size());
             mf.tensors.push_back(std::move(t));
         }
@@ -292,7 +316,7 @@ model_file read_sharded(const std::string& index_path) {
             fail(
                 "{}: weight_map['{}']: expected the tensor in shard '{}', found no such tensor in that shard "
                 "(tensor missing in shard)",
-                index_path, tensor, file.get<std::string>());
+                index_path, printable(tensor), printable(file.get<std::string>()));
     mf.config = load_config(dir);
     return mf;
 }

@@ -1,4 +1,4 @@
-// Block sizes of the tensor types (model-formats.md §2.2) and overflow-safe tensor byte counts.
+// Block sizes of the tensor types (docs/model-formats.md §2.1) and overflow-safe tensor byte counts.
 #include "runtime/tensor_types.h"
 
 #include <array>

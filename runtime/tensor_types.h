@@ -8,7 +8,7 @@
 
 namespace moe {
 
-// Values equal the ggml_type ids stored in GGUF tensor infos (model-formats.md §2.1); values >= 1000 are
+// Values equal the ggml_type ids stored in GGUF tensor infos (docs/model-formats.md §2.1); values >= 1000 are
 // safetensors-only dtypes with no ggml id.
 enum class tensor_type : uint32_t {
     F32 = 0,

@@ -13,10 +13,10 @@ namespace moe {
 namespace {
 
 // Pre-tokenizer regex cascades (applied in order, each splitting the pieces of the previous), verbatim from
-// llama.cpp llama-vocab.cpp as recorded in shared/reference/model-formats.md §6.4. Six characters of the
+// llama.cpp's llama-vocab.cpp (docs/model-formats.md §6). Six characters of the
 // deepseek-llm letter class are written as \x{...} escapes: they have singleton canonical decompositions (U+1F7D,
-// U+1FD3, U+1FDB, U+1FBE, U+2126, U+212A), so any NFC-normalizing copy turns them into other characters (the
-// reference document's copy has reversed ranges such as U+1F5F-U+03CE because of that).
+// U+1FD3, U+1FDB, U+1FBE, U+2126, U+212A), so any NFC-normalizing copy turns them into other characters (a
+// copy that went through NFC shows reversed ranges such as U+1F5F-U+03CE because of that).
 // clang-format off
 // gpt-2
 const std::vector<std::string_view> RE_GPT2 = {

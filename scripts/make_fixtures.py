@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/: tiny random-weight MoE models in GGUF and Hugging Face safetensors form, with the
-exact tensor names, shapes and metadata keys of the real converters (shared/reference/model-formats.md §3, §5),
+exact tensor names, shapes and metadata keys of the real converters (docs/model-formats.md §3, §5),
 plus an `<file>.expected.json` beside each model.
 
 The expected files are computed by READING THE WRITTEN FILES BACK with gguf.GGUFReader and with a from-scratch
@@ -647,7 +647,7 @@ def qwen3moe_hf(out: Path, shards: int = 1):
 
 def mxfp4_hf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantize rows of w [..., n] to the HF gpt-oss MXFP4 checkpoint layout: blocks [..., n/32, 16] (byte b holds
-    element 2b in the low nibble, 2b+1 in the high one) and E8M0 scales [..., n/32] (model-formats.md §5.5).
+    element 2b in the low nibble, 2b+1 in the high one) and E8M0 scales [..., n/32] (docs/model-formats.md §5.3).
     Uses gguf's MXFP4 quantizer, whose block is the scale byte then byte j = element j (low) | element j+16 (high)."""
     q = quantize(w, Q.MXFP4).reshape(*w.shape[:-1], w.shape[-1] // 32, 17)
     scales = q[..., 0].copy()

@@ -57,7 +57,7 @@ MAX_QUANT_ERR = 0.06  # llama.cpp quantized vs its float twin, per position (see
 
 
 # -------------------------------------------------------------------------------------------------------------
-# Quantizers for the K-quants (gguf-py only dequantizes them). Block layouts: model-formats.md §2.3.
+# Quantizers for the K-quants (gguf-py only dequantizes them). Block layouts: docs/model-formats.md §2.2.
 
 def f16(a):
     return np.asarray(a, dtype=np.float32).astype(np.float16)

@@ -5,7 +5,7 @@ both as safetensors (save_pretrained) and as GGUF (F32, written with the `gguf` 
 convert_hf_to_gguf.py conventions), plus the reference logits transformers computes for fixed prompts.
 
 The reference is transformers itself (the runtime is not its own oracle): the C++ forward pass must reproduce
-ref.bin from either file format. GGUF conventions reproduced here (shared/reference/model-formats.md §3, §5):
+ref.bin from either file format. GGUF conventions reproduced here (docs/model-formats.md §3, §5):
   - names blk.N.*, merged experts ffn_{gate,up,down}_exps stacked over the expert index (ne2 = expert);
   - numpy shapes are PyTorch shapes, which gguf writes reversed into ggml's ne order;
   - llama (Mixtral): attn_q / attn_k rows are PERMUTED (LlamaModel.permute) so that NORM (adjacent-pair) RoPE
@@ -88,7 +88,7 @@ def write_gguf(path: Path, arch: str, cfg, sd: dict, qtype=None):
         w.add_expert_feed_forward_length(f)
         w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
         moe_name = lambda il: f"model.layers.{il}.mlp."
-    elif arch == "olmoe":  # the expert width is feed_forward_length (model-formats.md §3.2)
+    elif arch == "olmoe":  # the expert width is feed_forward_length (docs/model-formats.md §3.2)
         n_exp, f = cfg.num_experts, cfg.intermediate_size
         w.add_feed_forward_length(f)
         moe_name = lambda il: f"model.layers.{il}.mlp."
@@ -146,7 +146,7 @@ def write_gguf(path: Path, arch: str, cfg, sd: dict, qtype=None):
 
 
 def write_gguf_deepseek2(path: Path, cfg, sd: dict, mla: bool = True):
-    """DeepSeek-V2 the way convert_hf_to_gguf.py DeepseekV2Model writes it (model-formats.md §3.3): with mla=True
+    """DeepSeek-V2 the way convert_hf_to_gguf.py DeepseekV2Model writes it (docs/model-formats.md §3.2): with mla=True
     the current MLA form (kv_b_proj split into attn_k_b, transposed, and attn_v_b; head_count_kv = 1 and the
     key/value lengths of the compressed cache, plus key_length_mla/value_length_mla), else the legacy attn_kv_b."""
     a = "deepseek2"
@@ -188,7 +188,7 @@ def write_gguf_deepseek2(path: Path, cfg, sd: dict, mla: bool = True):
         w.add_string(f"{a}.rope.scaling.type", "yarn")
         w.add_float32(f"{a}.rope.scaling.factor", float(rp["factor"]))
         w.add_uint32(f"{a}.rope.scaling.original_context_length", int(rp["original_max_position_embeddings"]))
-        # The converter writes 0.1 * mscale_all_dim; llama.cpp divides it back (model-formats.md §3.4).
+        # The converter writes 0.1 * mscale_all_dim; llama.cpp divides it back (docs/model-formats.md §3.3).
         w.add_float32(f"{a}.rope.scaling.yarn_log_multiplier", 0.1 * float(rp["mscale_all_dim"]))
 
     def t(name, arr):

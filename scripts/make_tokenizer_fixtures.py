@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# llama.cpp's pre-tokenizer regexes (shared/reference/model-formats.md §6.4); HF applies them in sequence too.
+# llama.cpp's pre-tokenizer regexes (docs/model-formats.md §6); HF applies them in sequence too.
 PRE_REGEXES = {
     "qwen2": [
         r"""(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""

@@ -21,6 +21,7 @@
  */
 #include <math.h>
 #include <moe_runtime.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -360,16 +361,37 @@ static void free_model(engine* e) {
     free(e->scores), free(e->router_logits), free(e->probs), free(e->gate), free(e->up), free(e->ys), free(e->logits);
 }
 
+/* The decimal number at *p (digits only: no sign or space) if it is at most `max`, advancing *p past it; -1 when
+ * there is none or it is larger (no wrap-around). */
+static int64_t parse_digits(const char** p, int64_t max) {
+    int64_t v = 0;
+    const char* s = *p;
+    if (*s < '0' || *s > '9') return -1;
+    for (; *s >= '0' && *s <= '9'; ++s) {
+        const int64_t d = *s - '0';
+        if (v > (max - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *p = s;
+    return v;
+}
+
+/* The whole of `text` as a number in [min, max], or -1. */
+static int64_t parse_count(const char* text, int64_t min, int64_t max) {
+    const char* p = text;
+    const int64_t v = parse_digits(&p, max);
+    return v < min || *p != '\0' ? -1 : v;
+}
+
+/* "1,2,3" -> ids; -1 for anything else (a sign, a space, an empty item, an id above INT32_MAX, more than cap). */
 static int parse_ids(const char* text, int32_t* ids, int cap) {
     int n = 0;
     const char* p = text;
     while (*p) {
-        char* end = NULL;
-        const long v = strtol(p, &end, 10);
-        if (end == p || n == cap) return -1;
+        const int64_t v = parse_digits(&p, INT32_MAX);
+        if (v < 0 || n == cap) return -1;
         ids[n++] = (int32_t)v;
-        p = end;
-        if (*p == ',')
+        if (*p == ',' && p[1] != '\0')
             ++p;
         else if (*p)
             return -1;
@@ -390,45 +412,78 @@ static int parse_prefetch_mode(const char* s) {
     return -1;
 }
 
+#define USAGE                                                                                                     \
+    "usage: mini_llm MODEL.gguf --prompt-ids 1,2,3 [-n 8] [--budget BYTES] [--host-budget BYTES] [--trace OUT]\n" \
+    "                [--prefetch none|spec|history|both] [--prefetch-depth D]\n"                                  \
+    "  --prompt-ids    comma-separated token ids of the prompt\n"                                                 \
+    "  -n              tokens to generate, 1..65536 (default 8)\n"                                                \
+    "  --budget        expert budget in bytes (default: one layer's top-k slots)\n"                               \
+    "  --host-budget   pinned host tier in bytes (default: none)\n"                                               \
+    "  --trace         write the routing trace (moe-trace v1)\n"                                                  \
+    "  --prefetch      prefetch mode (default history); --prefetch-depth D: layers ahead, 1..65536\n"
+
+/* A bad command line: the reason and the usage on stderr, status 2. */
+static int bad_usage(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "mini_llm: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n" USAGE);
+    va_end(ap);
+    return 2;
+}
+
 int main(int argc, char** argv) {
     const char *path = NULL, *ids_text = NULL, *trace_out = NULL;
     uint64_t budget = 0, host_budget = 0;
     int n_predict = 8, prefetch = MOE_PREFETCH_HISTORY, depth = 1;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
-        const char* v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--prompt-ids") && v)
-            ids_text = v, ++i;
-        else if (!strcmp(a, "-n") && v)
-            n_predict = atoi(v), ++i;
-        else if (!strcmp(a, "--budget") && v)
-            budget = strtoull(v, NULL, 10), ++i;
-        else if (!strcmp(a, "--host-budget") && v)
-            host_budget = strtoull(v, NULL, 10), ++i;
-        else if (!strcmp(a, "--trace") && v)
-            trace_out = v, ++i;
-        else if (!strcmp(a, "--prefetch") && v && parse_prefetch_mode(v) >= 0)
-            prefetch = parse_prefetch_mode(v), ++i;
-        else if (!strcmp(a, "--prefetch-depth") && v && atoi(v) >= 1)
-            depth = atoi(v), ++i;
-        else if (a[0] != '-' && !path)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        if (a[0] != '-') {
+            if (path) return bad_usage("unexpected argument '%s' (the model is '%s')", a, path);
             path = a;
-        else {
-            fprintf(stderr, "mini_llm: unknown argument %s\n", a);
-            return 2;
+            continue;
+        }
+        static const char* const with_value[] = {"--prompt-ids", "-n",         "--budget",        "--host-budget",
+                                                 "--trace",      "--prefetch", "--prefetch-depth"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; ++k) known |= !strcmp(a, with_value[k]);
+        if (!known) return bad_usage("unknown argument %s", a);
+        if (i + 1 >= argc) return bad_usage("%s needs a value", a);
+        const char* v = argv[++i];
+        int64_t x = 0;
+        if (!strcmp(a, "--prompt-ids")) {
+            ids_text = v;
+        } else if (!strcmp(a, "-n")) {
+            if ((x = parse_count(v, 1, 65536)) < 0) return bad_usage("-n '%s': expected a count in 1..65536", v);
+            n_predict = (int)x;
+        } else if (!strcmp(a, "--budget") || !strcmp(a, "--host-budget")) {
+            if ((x = parse_count(v, 1, INT64_MAX)) < 0)
+                return bad_usage("%s '%s': expected a positive number of bytes (digits only)", a, v);
+            *(!strcmp(a, "--budget") ? &budget : &host_budget) = (uint64_t)x;
+        } else if (!strcmp(a, "--trace")) {
+            trace_out = v;
+        } else if (!strcmp(a, "--prefetch")) {
+            if ((prefetch = parse_prefetch_mode(v)) < 0)
+                return bad_usage("--prefetch '%s': expected none, spec, history or both", v);
+        } else if ((x = parse_count(v, 1, 65536)) < 0) {
+            return bad_usage("--prefetch-depth '%s': expected a count in 1..65536", v);
+        } else {
+            depth = (int)x;
         }
     }
-    if (!path || !ids_text || n_predict <= 0) {
-        fprintf(stderr,
-                "usage: mini_llm MODEL.gguf --prompt-ids 1,2,3 [-n 8] [--budget BYTES] "
-                "[--host-budget BYTES] [--trace OUT] [--prefetch none|spec|history|both] [--prefetch-depth D]\n");
-        return 2;
-    }
+    if (!path) return bad_usage("no MODEL given");
+    if (!ids_text) return bad_usage("no --prompt-ids given");
     int32_t prompt[1024];
     const int n_prompt = parse_ids(ids_text, prompt, 1024);
     if (n_prompt <= 0) {
-        fprintf(stderr, "mini_llm: --prompt-ids '%s': expected comma-separated token ids\n", ids_text);
-        return 2;
+        return bad_usage("--prompt-ids '%s': expected 1 to 1024 comma-separated token ids, each in 0..2147483647",
+                         ids_text);
     }
 
     engine e;

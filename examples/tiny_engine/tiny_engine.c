@@ -6,12 +6,13 @@
  *   2. through the C API with an unlimited budget (every expert fits);
  *   3. through the C API with a budget smaller than the model (experts evicted and re-streamed, prefetched by
  *      the prefetcher's co-activation history, fed by moe_route),
- * and exits 0 only when the three outputs are bit-identical (DESIGN.md invariant 2) and the small budget was
- * respected. The router is the engine's own (a fixed pseudo-random matrix): the point is the expert path.
+ * and exits 0 only when the three outputs are bit-identical (invariant 2 of docs/invariants.md) and the small
+ * budget was respected. The router is the engine's own (a fixed pseudo-random matrix): the point is the expert path.
  *
  * usage: tiny_engine MODEL.gguf [--budget BYTES] [--tokens N] [--trace OUT.trace]
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,28 +174,71 @@ static moe_context* make_context(engine* e, uint64_t budget) {
     return ctx;
 }
 
+#define USAGE                                                                               \
+    "usage: tiny_engine MODEL [--budget BYTES] [--tokens N] [--trace OUT]\n"                \
+    "  --budget BYTES  expert budget of the small run (default: half the experts' bytes)\n" \
+    "  --tokens N      token vectors to run, 1..65536 (default 16)\n"                       \
+    "  --trace OUT     write the small run's routing trace (moe-trace v1)\n"
+
+/* The whole of `s` as a decimal number in [min, max]: digits only (no sign, space or suffix), no wrap-around.
+ * Returns 0 and sets *out, or -1. */
+static int parse_u64(const char* s, uint64_t min, uint64_t max, uint64_t* out) {
+    uint64_t v = 0;
+    if (s == NULL || *s == '\0') return -1;
+    for (const char* p = s; *p; ++p) {
+        if (*p < '0' || *p > '9') return -1;
+        const uint64_t d = (uint64_t)(*p - '0');
+        if (v > (max - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (v < min) return -1;
+    *out = v;
+    return 0;
+}
+
+/* A bad command line: the reason and the usage on stderr, status 2. */
+static int bad_usage(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tiny_engine: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n" USAGE);
+    va_end(ap);
+    return 2;
+}
+
 int main(int argc, char** argv) {
     const char* trace_out = NULL;
-    uint64_t budget = 0;
-    int n_tokens = 16;
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL [--budget BYTES] [--tokens N] [--trace OUT]\n", argv[0]);
-        return 2;
-    }
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--budget")) budget = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--tokens")) n_tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--trace")) trace_out = argv[i + 1];
-        else {
-            fprintf(stderr, "tiny_engine: unknown argument %s\n", argv[i]);
-            return 2;
+    const char* model = NULL;
+    uint64_t budget = 0, tokens = 16;
+    for (int i = 1; i < argc; ++i) {
+        const char* a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
         }
+        if (a[0] != '-') {
+            if (model) return bad_usage("unexpected argument '%s' (the model is '%s')", a, model);
+            model = a;
+            continue;
+        }
+        if (strcmp(a, "--budget") && strcmp(a, "--tokens") && strcmp(a, "--trace"))
+            return bad_usage("unknown argument %s", a);
+        if (i + 1 >= argc) return bad_usage("%s needs a value", a);
+        const char* v = argv[++i];
+        if (!strcmp(a, "--budget") && parse_u64(v, 1, UINT64_MAX, &budget))
+            return bad_usage("--budget '%s': expected a positive number of bytes (digits only)", v);
+        if (!strcmp(a, "--tokens") && parse_u64(v, 1, 65536, &tokens))
+            return bad_usage("--tokens '%s': expected a count in 1..65536", v);
+        if (!strcmp(a, "--trace")) trace_out = v;
     }
-    if (n_tokens <= 0) n_tokens = 1;
+    if (!model) return bad_usage("no MODEL given");
+    const int n_tokens = (int)tokens;
 
     engine e;
     memset(&e, 0, sizeof(e));
-    e.path = argv[1];
+    e.path = model;
     CHECK(moe_model_open(e.path, &e.model));
     moe_model_info info;
     info.struct_size = sizeof(info);

@@ -15,6 +15,7 @@
 
 #include "cache/cache_stats.h"
 #include "common/error.h"
+#include "runtime/offloader.h"
 #include "moe_runtime.h"
 #include "prefetch/prefetcher.h"
 
@@ -36,6 +37,21 @@ template <typename... Args>
     throw api_error(s, fmt::format(f, std::forward<Args>(args)...));
 }
 
+// The status of a configuration the offloader refused.
+inline moe_status status_of(moe::config_fault f) {
+    switch (f) {
+        case moe::config_fault::BUDGET:
+            return MOE_ERR_BUDGET;
+        case moe::config_fault::UNKNOWN_NAME:
+            return MOE_ERR_UNKNOWN_NAME;
+        case moe::config_fault::UNSUPPORTED:
+            return MOE_ERR_UNSUPPORTED;
+        case moe::config_fault::INVALID:
+            break;
+    }
+    return MOE_ERR_INVALID_ARGUMENT;
+}
+
 inline moe_status set_error(moe_status s, std::string_view msg) {
     try {
         last_error_text().assign(msg);
@@ -54,6 +70,8 @@ moe_status guard(const char* fn, moe_status input_status, F&& body) noexcept {
         return MOE_OK;
     } catch (const api_error& e) {
         return set_error(e.status, fmt::format("{}: {}", fn, e.message));
+    } catch (const moe::config_error& e) {
+        return set_error(status_of(e.fault), fmt::format("{}: {}", fn, e.what()));
     } catch (const moe::error& e) {
         return set_error(input_status, fmt::format("{}: {}", fn, e.what()));
     } catch (const std::bad_alloc&) {

@@ -4,6 +4,7 @@
 // boundary. The generation loop is the one `moe run` runs (runtime/cli/run.cpp), so both give the same tokens.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -20,7 +21,7 @@
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
-#include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 #include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 
@@ -32,12 +33,26 @@ static_assert(int(moe::prefetch_mode::NONE) == MOE_PREFETCH_NONE &&
                   int(moe::prefetch_mode::BOTH) == MOE_PREFETCH_BOTH,
               "moe_prefetch_mode mirrors moe::prefetch_mode");
 
-struct moe_engine {
-    std::unique_ptr<moe::engine> eng;
-    std::optional<moe::tokenizer> tok;
-    std::string arch, name, policy;
+// One sequence: the engine's own, or a moe_session's.
+struct sequence {
+    moe::session* ses = nullptr;
     const float* last_logits = nullptr;  // the last evaluated token's logits (inside the forward pass)
     std::string piece;                   // moe_generate's scratch for one token's text
+};
+
+// The model, its offloader and the engine's own session (moe::engine), plus the sessions made from it.
+struct moe_engine {
+    std::unique_ptr<moe::engine> eng;
+    const moe::tokenizer* tok = nullptr;  // the model's; null without one
+    std::string arch, name, policy;
+    sequence own;
+    std::atomic<int> n_sessions{0};  // moe_session handles alive (destroying the engine before them is a bug)
+};
+
+struct moe_session {
+    moe_engine* engine = nullptr;
+    std::unique_ptr<moe::session> ses;
+    sequence seq;
 };
 
 struct moe_sampler {
@@ -121,43 +136,58 @@ moe::reader_kind reader_of(int32_t k) {
     }
 }
 
-// The refusals `moe run` makes before loading anything, as status codes: a budget below one layer's top-k, a
-// lru-layer budget whose per-layer share cannot hold top-k, a host tier smaller than the tier above it.
-void check_budgets(const moe::model_desc& d, const moe_engine_options& o, const std::string& policy) {
-    const uint64_t slot = moe::engine::slot_bytes_for(d);
-    const uint64_t min_budget = moe::engine::min_budget_for(d);
-    if (o.expert_budget_bytes != 0 && o.expert_budget_bytes < min_budget)
-        api_fail(MOE_ERR_BUDGET,
-                 "options->expert_budget_bytes {} holds {} slot(s) of {} bytes; the forward pass "
-                 "pins one layer's top-k = {} experts at once, so it needs at least {} bytes",
-                 o.expert_budget_bytes, o.expert_budget_bytes / slot, slot, d.n_experts_used, min_budget);
-    const uint64_t n_layers = uint64_t(std::max(1, d.layout.n_moe_layers));
-    if (o.expert_budget_bytes != 0 && policy == "lru-layer" && o.expert_budget_bytes < min_budget * n_layers)
-        api_fail(MOE_ERR_BUDGET,
-                 "options->expert_budget_bytes {} is too small for policy lru-layer: each of the {} "
-                 "MoE layers gets an equal share of the slots, which must hold top-k = {} experts, so it needs at "
-                 "least {} bytes",
-                 o.expert_budget_bytes, n_layers, d.n_experts_used, min_budget * n_layers);
-    if (o.host_budget_bytes != 0) {
-        const uint64_t n_keys = uint64_t(d.layout.n_moe_layers) * uint64_t(d.layout.n_experts);
-        const uint64_t n_slots = o.expert_budget_bytes ? std::min(o.expert_budget_bytes / slot, n_keys) : n_keys;
-        if (o.host_budget_bytes < n_slots * slot)
-            api_fail(MOE_ERR_BUDGET,
-                     "options->host_budget_bytes {} holds {} slot(s) of {} bytes; the host tier needs "
-                     "at least as many slots as the expert tier above it ({}), so at least {} bytes",
-                     o.host_budget_bytes, o.host_budget_bytes / slot, slot, n_slots, n_slots * slot);
-    }
-}
-
-void check_tokens(const moe_engine& e, const int32_t* tokens, size_t n) {
-    const int V = e.eng->desc().n_vocab;
+void check_tokens(const moe::session& s, const int32_t* tokens, size_t n) {
+    const int V = s.owner().desc().n_vocab;
     for (size_t i = 0; i < n; ++i)
         if (tokens[i] < 0 || tokens[i] >= V)
             api_fail(MOE_ERR_OUT_OF_RANGE, "tokens[{}] = {} is outside the vocabulary [0, {})", i, tokens[i], V);
-    const int free = e.eng->n_ctx() - e.eng->n_past();
+    const int free = s.n_ctx() - s.n_past();
     if (n > size_t(free))
         api_fail(MOE_ERR_OUT_OF_RANGE, "{} tokens do not fit: the sequence holds {} of n_ctx = {} positions", n,
-                 e.eng->n_past(), e.eng->n_ctx());
+                 s.n_past(), s.n_ctx());
+}
+
+// moe_eval and moe_session_eval.
+void eval_sequence(sequence& q, const int32_t* tokens, size_t n, int all_positions, float* logits) {
+    if (n == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n is 0: nothing to evaluate");
+    need(tokens, "tokens");
+    check_tokens(*q.ses, tokens, n);
+    const size_t V = size_t(q.ses->owner().desc().n_vocab);
+    static_assert(sizeof(int32_t) == sizeof(int));
+    const std::span<const int> ids(reinterpret_cast<const int*>(tokens), n);
+    q.last_logits = nullptr;
+    const float* last = q.ses->eval(ids, all_positions && logits ? logits : nullptr);
+    q.last_logits = last;
+    if (logits && !all_positions) std::memcpy(logits, last, V * sizeof(float));
+}
+
+// moe_generate and moe_session_generate: the session's generation loop (the one `moe run` runs).
+void generate_sequence(sequence& q, const moe::tokenizer* tok, const int32_t* prompt, size_t n_prompt,
+                       int32_t n_predict, const moe_sampler_params* params, moe_token_callback callback, void* user,
+                       int32_t* tokens, size_t capacity, size_t* n_generated) {
+    need(n_generated, "n_generated");
+    *n_generated = 0;
+    if (n_prompt == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_prompt is 0: generation needs at least one token");
+    need(prompt, "prompt");
+    if (capacity > 0) need(tokens, "tokens");
+    if (n_predict <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_predict is {}; expected > 0", n_predict);
+    moe::session& s = *q.ses;
+    q.ses->set_sampler(sampler_config_of(params));
+    q.last_logits = nullptr;
+    if (n_prompt + 1 > size_t(s.n_ctx()))
+        api_fail(MOE_ERR_OUT_OF_RANGE, "the prompt has {} tokens; n_ctx = {} leaves no room to generate", n_prompt,
+                 s.n_ctx());
+    s.reset();
+    check_tokens(s, prompt, n_prompt);
+    const std::span<const int> ids(reinterpret_cast<const int*>(prompt), n_prompt);
+    size_t n = 0;
+    s.generate(ids, n_predict, tok, [&](int next) {
+        if (n < capacity) tokens[n] = next;
+        *n_generated = ++n;
+        if (!callback) return true;
+        q.piece = tok ? tok->token_to_piece(next, false) : std::string();
+        return callback(next, q.piece.data(), q.piece.size(), user) == 0;
+    });
 }
 
 const moe::tokenizer& need_tokenizer(const moe_engine* e) {
@@ -196,38 +226,12 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
         moe_engine_options o = default_engine_options();
         read_versioned(o, opts);
         const std::string policy = o.policy ? o.policy : "lru";
-        const auto names = moe::policy_names();
-        if (std::find(names.begin(), names.end(), policy) == names.end() || policy == "belady")
-            api_fail(MOE_ERR_UNKNOWN_NAME,
-                     "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
-                     "lfu-recent",
-                     policy);
         if (o.n_ctx <= 0 || o.n_batch <= 0 || o.n_threads < 0)
             api_fail(MOE_ERR_INVALID_ARGUMENT, "options: n_ctx ({}) and n_batch ({}) must be > 0, n_threads ({}) >= 0",
                      o.n_ctx, o.n_batch, o.n_threads);
-        struct stat st {};
-        if (::stat(path, &st) != 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
-
-        auto e = std::make_unique<moe_engine>();
-        moe::model_desc desc;
-        {
-            const moe::model_file mf = moe::open_model_file(path);
-            desc = moe::describe_model(mf);
-            try {
-                e->tok = moe::tokenizer::from_model_file(mf);
-            } catch (const moe::error&) {
-                // No (usable) tokenizer: the engine runs on token ids; the text functions say so.
-            }
-        }
-        if (!moe::forward_supported(desc.architecture) || desc.rope_scale.type != moe::rope_scaling_type::NONE) {
-            try {
-                moe::check_forward_supported(desc, path);
-            } catch (const moe::error& err) {
-                api_fail(MOE_ERR_UNSUPPORTED, "{}", err.what());
-            }
-        }
-        check_budgets(desc, o, policy);
-
+        if (o.prefetch < MOE_PREFETCH_NONE || o.prefetch > MOE_PREFETCH_BOTH)
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch is {}; expected a moe_prefetch_mode in [0, 3]",
+                     o.prefetch);
         moe::engine_config ec;
         ec.n_ctx = o.n_ctx;
         ec.n_batch = o.n_batch;
@@ -236,6 +240,9 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
         ec.policy = policy;
         ec.reader = reader_of(o.reader);
         ec.n_threads = o.n_threads;
+        ec.prefetch.mode = moe::prefetch_mode(o.prefetch);  // same order as moe_prefetch_mode
+        ec.prefetch.depth = o.prefetch_depth;
+        ec.prefetch.per_layer = o.prefetch_k;
         if (o.backend == MOE_BACKEND_CUDA) {
             if (!moe::cuda_backend_available())
                 api_fail(MOE_ERR_UNSUPPORTED, "backend MOE_BACKEND_CUDA: no usable GPU here ({})",
@@ -247,26 +254,32 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
             api_fail(MOE_ERR_INVALID_ARGUMENT, "options: backend {}: expected MOE_BACKEND_CPU, _CUDA or _AUTO",
                      o.backend);
         }
-        if (o.prefetch < MOE_PREFETCH_NONE || o.prefetch > MOE_PREFETCH_BOTH)
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch is {}; expected a moe_prefetch_mode in [0, 3]",
-                     o.prefetch);
-        if (o.prefetch_k < 0 || o.prefetch_k > desc.n_experts)
-            api_fail(MOE_ERR_INVALID_ARGUMENT,
-                     "options->prefetch_k is {}; expected 0 (= top_k) up to the model's {} "
-                     "experts",
-                     o.prefetch_k, desc.n_experts);
-        ec.prefetch.mode = moe::prefetch_mode(o.prefetch);  // same order as moe_prefetch_mode
-        ec.prefetch.depth = o.prefetch_depth;
-        ec.prefetch.per_layer = o.prefetch_k;
-        // As `moe run`: with lru-layer a prefetch beside a demand needs top_k + prefetch_k slots in each layer's
-        // share (a share cannot borrow from other layers); below that the engine runs without prefetch.
-        if (o.prefetch != MOE_PREFETCH_NONE && policy == "lru-layer" && o.expert_budget_bytes != 0) {
-            const uint64_t share = o.expert_budget_bytes / moe::engine::slot_bytes_for(desc) /
-                                   uint64_t(std::max(1, desc.layout.n_moe_layers));
-            const uint64_t per_layer = uint64_t(o.prefetch_k ? o.prefetch_k : desc.n_experts_used);
-            if (share < uint64_t(desc.n_experts_used) + per_layer) ec.prefetch.mode = moe::prefetch_mode::NONE;
+        struct stat st {};
+        if (::stat(path, &st) != 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+
+        // Refusals come before the weights load: the architecture, then the offloader's rules.
+        moe::model_desc desc;
+        {
+            const moe::model_file mf = moe::open_model_file(path);
+            desc = moe::describe_model(mf);
+            try {
+                moe::check_forward_supported(desc, path);
+            } catch (const moe::error& err) {
+                api_fail(MOE_ERR_UNSUPPORTED, "{}", err.what());
+            }
+            moe::offload_config oc;
+            oc.tier = moe::computes_on_cuda(ec.backend) ? moe::tier_kind::DEVICE : moe::tier_kind::RAM;
+            oc.expert_budget_bytes = ec.expert_budget_bytes;
+            oc.host_budget_bytes = ec.host_budget_bytes;
+            oc.policy = ec.policy;
+            oc.prefetch = ec.prefetch;
+            moe::validate_offload_config(oc, moe::offload_layout_of(mf, desc));
         }
+
+        auto e = std::make_unique<moe_engine>();
         e->eng = std::make_unique<moe::engine>(path, ec);
+        e->tok = e->eng->get_model().tok();
+        e->own.ses = &e->eng->get_session();
         e->arch = std::string(moe::arch_name(desc.architecture));
         e->name = desc.name;
         e->policy = policy;
@@ -275,6 +288,8 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
 }
 
 MOE_API void moe_engine_destroy(moe_engine* engine) {
+    // Sessions refer to the engine's model and offloader: destroying it first is a bug in the caller.
+    if (engine) MOE_CHECK(engine->n_sessions.load() == 0 && "destroy every moe_session before its engine");
     try {
         delete engine;
     } catch (...) {
@@ -364,8 +379,8 @@ MOE_API moe_status moe_token_is_eog(const moe_engine* engine, int32_t token, int
 MOE_API moe_status moe_engine_reset(moe_engine* engine) {
     return guard("moe_engine_reset", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(engine, "engine");
-        engine->eng->reset();
-        engine->last_logits = nullptr;
+        engine->own.ses->reset();
+        engine->own.last_logits = nullptr;
     });
 }
 
@@ -373,23 +388,14 @@ MOE_API moe_status moe_engine_n_past(const moe_engine* engine, int32_t* n_past) 
     return guard("moe_engine_n_past", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(engine, "engine");
         need(n_past, "n_past");
-        *n_past = engine->eng->n_past();
+        *n_past = engine->own.ses->n_past();
     });
 }
 
 MOE_API moe_status moe_eval(moe_engine* engine, const int32_t* tokens, size_t n, int all_positions, float* logits) {
     return guard("moe_eval", MOE_ERR_IO, [&] {
         need(engine, "engine");
-        if (n == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n is 0: nothing to evaluate");
-        need(tokens, "tokens");
-        check_tokens(*engine, tokens, n);
-        const size_t V = size_t(engine->eng->desc().n_vocab);
-        static_assert(sizeof(int32_t) == sizeof(int));
-        const std::span<const int> ids(reinterpret_cast<const int*>(tokens), n);
-        engine->last_logits = nullptr;
-        const float* last = engine->eng->eval(ids, all_positions && logits ? logits : nullptr);
-        engine->last_logits = last;
-        if (logits && !all_positions) std::memcpy(logits, last, V * sizeof(float));
+        eval_sequence(engine->own, tokens, n, all_positions, logits);
     });
 }
 
@@ -397,10 +403,8 @@ MOE_API moe_status moe_decode(moe_engine* engine, int32_t token, const float** l
     return guard("moe_decode", MOE_ERR_IO, [&] {
         if (logits) *logits = nullptr;
         need(engine, "engine");
-        check_tokens(*engine, &token, 1);
-        engine->last_logits = nullptr;
-        engine->last_logits = engine->eng->decode(token);
-        if (logits) *logits = engine->last_logits;
+        eval_sequence(engine->own, &token, 1, 0, nullptr);
+        if (logits) *logits = engine->own.last_logits;
     });
 }
 
@@ -409,9 +413,71 @@ MOE_API moe_status moe_get_logits(const moe_engine* engine, const float** logits
         need(logits, "logits");
         *logits = nullptr;
         need(engine, "engine");
-        if (!engine->last_logits)
+        if (!engine->own.last_logits)
             api_fail(MOE_ERR_NOT_READY, "no token evaluated since the engine was created or reset");
-        *logits = engine->last_logits;
+        *logits = engine->own.last_logits;
+    });
+}
+
+// ---- sessions ----------------------------------------------------------------------------------------------
+
+MOE_API moe_status moe_session_create(moe_engine* engine, int32_t n_ctx, moe_session** out) {
+    return guard("moe_session_create", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(out, "out");
+        *out = nullptr;
+        need(engine, "engine");
+        if (n_ctx < 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_ctx is {}; expected > 0 (or 0 for the engine's)", n_ctx);
+        moe::session& own = *engine->own.ses;
+        auto s = std::make_unique<moe_session>();
+        s->engine = engine;
+        moe::session_config sc;
+        sc.n_ctx = n_ctx ? n_ctx : own.n_ctx();
+        sc.n_batch = engine->eng->make_session_config().n_batch;
+        s->ses = std::make_unique<moe::session>(engine->eng->get_model(), engine->eng->get_offloader(), sc);
+        s->seq.ses = s->ses.get();
+        ++engine->n_sessions;
+        *out = s.release();
+    });
+}
+
+MOE_API void moe_session_destroy(moe_session* session) {
+    if (!session) return;
+    --session->engine->n_sessions;
+    delete session;
+}
+
+MOE_API moe_status moe_session_reset(moe_session* session) {
+    return guard("moe_session_reset", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(session, "session");
+        session->ses->reset();
+        session->seq.last_logits = nullptr;
+    });
+}
+
+MOE_API moe_status moe_session_n_past(const moe_session* session, int32_t* n_past) {
+    return guard("moe_session_n_past", MOE_ERR_INVALID_ARGUMENT, [&] {
+        need(session, "session");
+        need(n_past, "n_past");
+        *n_past = session->ses->n_past();
+    });
+}
+
+MOE_API moe_status moe_session_eval(moe_session* session, const int32_t* tokens, size_t n, int all_positions,
+                                    float* logits) {
+    return guard("moe_session_eval", MOE_ERR_IO, [&] {
+        need(session, "session");
+        eval_sequence(session->seq, tokens, n, all_positions, logits);
+    });
+}
+
+MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt,
+                                        int32_t n_predict, const moe_sampler_params* params,
+                                        moe_token_callback callback, void* user, int32_t* tokens, size_t capacity,
+                                        size_t* n_generated) {
+    return guard("moe_session_generate", MOE_ERR_IO, [&] {
+        need(session, "session");
+        generate_sequence(session->seq, session->engine->tok, prompt, n_prompt, n_predict, params, callback, user,
+                          tokens, capacity, n_generated);
     });
 }
 
@@ -459,41 +525,8 @@ MOE_API moe_status moe_generate(moe_engine* engine, const int32_t* prompt, size_
                                 int32_t* tokens, size_t capacity, size_t* n_generated) {
     return guard("moe_generate", MOE_ERR_IO, [&] {
         need(engine, "engine");
-        need(n_generated, "n_generated");
-        *n_generated = 0;
-        if (n_prompt == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_prompt is 0: generation needs at least one token");
-        need(prompt, "prompt");
-        if (capacity > 0) need(tokens, "tokens");
-        if (n_predict <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_predict is {}; expected > 0", n_predict);
-        moe::sampler smp(sampler_config_of(params));
-        moe::engine& g = *engine->eng;
-        g.reset();
-        engine->last_logits = nullptr;
-        if (n_prompt + 1 > size_t(g.n_ctx()))
-            api_fail(MOE_ERR_OUT_OF_RANGE, "the prompt has {} tokens; n_ctx = {} leaves no room to generate", n_prompt,
-                     g.n_ctx());
-        check_tokens(*engine, prompt, n_prompt);
-        for (size_t i = 0; i < n_prompt; ++i) smp.accept(prompt[i]);
-
-        const std::span<const int> ids(reinterpret_cast<const int*>(prompt), n_prompt);
-        const float* logits = g.prefill(ids);
-        engine->last_logits = logits;
-        const size_t V = size_t(g.desc().n_vocab);
-        size_t n = 0;
-        while (true) {
-            const int next = smp.sample(std::span<const float>(logits, V));
-            if (engine->tok && engine->tok->is_eog(next)) break;
-            if (n < capacity) tokens[n] = next;
-            *n_generated = ++n;
-            smp.accept(next);
-            if (callback) {
-                engine->piece = engine->tok ? engine->tok->token_to_piece(next, false) : std::string();
-                if (callback(next, engine->piece.data(), engine->piece.size(), user) != 0) break;
-            }
-            if (n >= size_t(n_predict) || n_prompt + n >= size_t(g.n_ctx())) break;
-            logits = g.decode(next);
-            engine->last_logits = logits;
-        }
+        generate_sequence(engine->own, engine->tok, prompt, n_prompt, n_predict, params, callback, user, tokens,
+                          capacity, n_generated);
     });
 }
 

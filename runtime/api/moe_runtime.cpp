@@ -32,6 +32,7 @@
 #include "runtime/dequant.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
+#include "runtime/offloader.h"
 
 #ifndef MOE_VERSION_MAJOR
 #error "the build defines MOE_VERSION_MAJOR/MINOR/PATCH from project(VERSION)"
@@ -75,11 +76,6 @@ void read_exact(const std::string& path, uint64_t offset, void* dst, uint64_t n)
         done += uint64_t(r);
     }
     ::close(fd);
-}
-
-uint64_t round_slot(uint64_t bytes) {
-    constexpr uint64_t align = 4096;  // memory_tier's slot alignment
-    return (bytes + align - 1) / align * align;
 }
 
 }  // namespace
@@ -156,14 +152,8 @@ struct moe_context {
     moe_options opts{};
     std::string policy;
     std::string reader_name;
-    std::vector<std::unique_ptr<moe::file_source>> sources;
-    std::unique_ptr<moe::memory_tier> tier;
-    // Host tier (options->host_budget_bytes): cache <- tiered loader <- host_cache <- stream (files).
-    std::unique_ptr<moe::memory_tier> host_tier;
-    std::unique_ptr<moe::streamer> stream;
-    std::unique_ptr<moe::expert_cache> host_cache;
-    std::unique_ptr<moe::tiered_loader> tiered;
-    std::unique_ptr<moe::expert_cache> cache;
+    // The tiers, readers, streamer, caches and prefetcher (runtime/offloader.h).
+    std::unique_ptr<moe::offloader> off;
 
     // Handles: recycled so acquire does not allocate once warm; all owned here so destroy can unpin them.
     std::mutex handles_mu;
@@ -171,30 +161,27 @@ struct moe_context {
     std::vector<moe_handle*> free_handles;
 
     // Router signals: the trace, the last selection of each layer (rank and weight for acquires) and the
-    // prefetcher they drive (null with MOE_PREFETCH_NONE). All guarded by route_mu: the prefetcher is driven by
-    // one thread at a time.
+    // offloader's prefetcher they drive (null with MOE_PREFETCH_NONE). All guarded by route_mu: the prefetcher
+    // and the offloader's clock are driven by one thread at a time.
     mutable std::mutex route_mu;
     moe::routing_trace trace;
     std::vector<uint32_t> last_ids;     // (n_layers, top_k) last row's experts at each layer
     std::vector<float> last_weights;    // (n_layers, top_k)
     std::vector<uint32_t> last_n;       // (n_layers) experts in that row, 0 when none yet
     std::vector<uint64_t> routed_rows;  // (n_layers)
-    std::unique_ptr<moe::prefetcher> prefetch;
     moe::prefetch_mode mode = moe::prefetch_mode::NONE;
     std::vector<int> row_ids;       // (top_k) scratch: the row as the prefetcher takes it
     std::vector<float> spec_logits;  // (depth, n_experts) scratch: the next layers' router logits
     uint32_t seq = 0, token = 0;
     bool explicit_pos = false;
     int32_t prev_layer = -1;
-    uint64_t clock = 0;
+
+    moe::prefetcher* prefetch() { return off ? off->prefetch() : nullptr; }
+    const moe::prefetcher* prefetch() const { return off ? off->prefetch() : nullptr; }
 
     ~moe_context() {
-        prefetch.reset();  // it refers to the cache and the streamer
         for (auto& h : handles) h->pin.reset();  // pins must die before the cache (its destructor checks)
-        cache.reset();
-        tiered.reset();
-        host_cache.reset();
-        stream.reset();
+        off.reset();
     }
 };
 
@@ -309,9 +296,6 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     if (o.prefetch_mode < MOE_PREFETCH_NONE || o.prefetch_mode > MOE_PREFETCH_BOTH)
         api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch_mode is {}; expected a moe_prefetch_mode in [0, 3]",
                  o.prefetch_mode);
-    if (o.prefetch_depth < 1)
-        api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch_depth is {}; expected at least 1 (layers predicted "
-                                           "ahead)", o.prefetch_depth);
     const moe::prefetch_mode mode =
         o.prefetch_in_flight == 0 ? moe::prefetch_mode::NONE : moe::prefetch_mode(o.prefetch_mode);
     expert_source s = src;
@@ -328,109 +312,51 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
                                               "layer after the first, and layer {} has none (call moe_layout_set_router, "
                                               "or use MOE_PREFETCH_HISTORY)", moe::prefetch_mode_name(mode), l);
     }
-    if (kind == moe::tier_kind::DEVICE && moe::gpu_count() == 0)
-        api_fail(MOE_ERR_UNSUPPORTED, "options->tier is MOE_TIER_DEVICE but no CUDA device is usable here ({}); use "
-                                      "MOE_TIER_RAM or MOE_TIER_PINNED", moe::gpu_description());
-    if (o.queue_depth == 0 || o.max_in_flight == 0)
-        api_fail(MOE_ERR_INVALID_ARGUMENT, "options->queue_depth ({}) and options->max_in_flight ({}) must be > 0",
-                 o.queue_depth, o.max_in_flight);
-    std::string policy = o.policy ? o.policy : "lru";
-    const auto names = moe::policy_names();
-    if (std::find(names.begin(), names.end(), policy) == names.end())
-        api_fail(MOE_ERR_UNKNOWN_NAME, "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
-                                       "lfu-recent", policy);
-    if (policy == "belady")
-        api_fail(MOE_ERR_UNSUPPORTED, "policy 'belady' needs the future trace (offline evaluation with `moe sim`); "
-                                      "use lru, lru-layer, lfu or lfu-recent");
+    const std::string policy = o.policy ? o.policy : "lru";
 
     const uint32_t n_keys = uint32_t(src.n_layers) * uint32_t(src.n_experts);
-    uint64_t max_bytes = 0;
-    for (uint32_t i = 0; i < n_keys; ++i) {
+    for (uint32_t i = 0; i < n_keys; ++i)
         if (!src.set[i])
             api_fail(MOE_ERR_INVALID_ARGUMENT, "layout: expert {} of layer {} has no byte ranges (call "
                                                "moe_layout_set_expert for every expert)", i % src.n_experts,
                      i / src.n_experts);
-        max_bytes = std::max(max_bytes, src.expert_bytes(i));
-    }
-    if (max_bytes == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "layout: every expert is empty (0 bytes)");
-    const uint64_t slot = round_slot(max_bytes);
-    const uint64_t need_bytes = slot * uint64_t(src.top_k);
-    if (o.expert_budget_bytes != 0 && o.expert_budget_bytes < need_bytes)
-        api_fail(MOE_ERR_BUDGET, "options->expert_budget_bytes {} holds {} slot(s) of {} bytes (the largest expert, "
-                                 "{} bytes, rounded up to 4 KiB); one layer pins top_k = {} experts, so the budget "
-                                 "must be at least {} bytes", o.expert_budget_bytes, o.expert_budget_bytes / slot,
-                 slot, max_bytes, src.top_k, need_bytes);
+    for (const auto& p : src.paths) check_readable(p);
+
+    // Everything else is the offloader's to check (one set of rules and messages, runtime/offloader.h).
+    moe::offload_layout layout;
+    layout.name = src.name;
+    layout.n_layers = uint32_t(src.n_layers);
+    layout.n_experts = uint32_t(src.n_experts);
+    layout.top_k = uint32_t(src.top_k);
+    layout.paths = src.paths;
+    layout.ranges = src.ranges;
+    moe::offload_config oc;
+    oc.tier = kind;
+    oc.expert_budget_bytes = o.expert_budget_bytes;
+    oc.host_budget_bytes = o.host_budget_bytes;
+    oc.policy = policy;
+    oc.reader = rkind;
+    oc.reading.queue_depth = o.queue_depth;
+    oc.streaming.max_in_flight = o.max_in_flight;
+    oc.prefetch.mode = mode;
+    oc.prefetch.depth = o.prefetch_depth;
+    oc.prefetch.per_layer = int(std::min<uint32_t>(o.prefetch_k, uint32_t(src.n_experts)));
+    oc.prefetch_window = k_history_window;
 
     auto ctx = std::make_unique<moe_context>();
     ctx->src = std::move(s);
     ctx->policy = policy;
     ctx->opts = o;
     ctx->opts.policy = nullptr;  // the caller's string need not outlive the call
-    if (ctx->opts.prefetch_k == 0 || ctx->opts.prefetch_k > uint32_t(src.n_experts))
-        ctx->opts.prefetch_k = std::min<uint32_t>(uint32_t(src.top_k), uint32_t(src.n_experts));
-
-    moe::memory_tier_config tc;
-    tc.kind = kind;
-    tc.budget_bytes = o.expert_budget_bytes ? o.expert_budget_bytes : slot * n_keys;
-    tc.max_expert_bytes = max_bytes;
-    tc.max_slots = n_keys;
-    ctx->tier = std::make_unique<moe::memory_tier>(tc);
-    if (o.host_budget_bytes != 0) {
-        // Each host pin belongs to one load of the tier above in flight: as many slots as that tier, and the host
-        // tier never runs out (fewer would also cache nothing the tier above does not hold).
-        const uint64_t need_host = slot * uint64_t(ctx->tier->n_slots());
-        if (o.host_budget_bytes < need_host)
-            api_fail(MOE_ERR_BUDGET, "options->host_budget_bytes {} holds {} slot(s) of {} bytes; the host tier needs at "
-                                     "least as many slots as the expert tier above it ({}), so at least {} bytes",
-                     o.host_budget_bytes, o.host_budget_bytes / slot, slot, ctx->tier->n_slots(), need_host);
-        moe::memory_tier_config hc = tc;
-        hc.kind = moe::tier_kind::PINNED_HOST;
-        hc.budget_bytes = o.host_budget_bytes;
-        ctx->host_tier = std::make_unique<moe::memory_tier>(hc);
+    try {
+        ctx->off = std::make_unique<moe::offloader>(layout, oc);
+    } catch (const moe::config_error& e) {
+        api_fail(status_of(e.fault), "{}", e.what());
+    } catch (const moe::error& e) {
+        api_fail(rkind == moe::reader_kind::AUTO ? MOE_ERR_IO : MOE_ERR_UNSUPPORTED, "{}", e.what());
     }
-
-    moe::reader_config rc;
-    rc.queue_depth = o.queue_depth;
-    std::vector<moe::file_source*> files;
-    for (const auto& p : src.paths) {
-        check_readable(p);
-        try {
-            ctx->sources.push_back(moe::open_file_source(p, rkind, rc));
-        } catch (const moe::error& e) {
-            api_fail(rkind == moe::reader_kind::AUTO ? MOE_ERR_IO : MOE_ERR_UNSUPPORTED, "{}", e.what());
-        }
-        files.push_back(ctx->sources.back().get());
-    }
-    ctx->reader_name = files.empty() ? "none" : std::string(files.front()->kind_name());
-
-    moe::streamer_layout sl;
-    sl.n_layers = uint32_t(src.n_layers);
-    sl.n_experts = uint32_t(src.n_experts);
-    sl.ranges = src.ranges;
-    moe::streamer_config sc;
-    sc.max_in_flight = o.max_in_flight;
-    ctx->stream = std::make_unique<moe::streamer>(sc, sl, files, ctx->host_tier ? *ctx->host_tier : *ctx->tier);
-
-    moe::expert_cache_config cc;
-    cc.n_layers = uint32_t(src.n_layers);
-    cc.n_experts = uint32_t(src.n_experts);
-    const moe::streamer* st = ctx->stream.get();
-    cc.expert_bytes = [st](moe::expert_key k) { return st->expert_bytes(k); };
-    moe::policy_params pp;
-    pp.n_layers = cc.n_layers;
-    pp.n_experts = cc.n_experts;
-    pp.capacity = ctx->tier->n_slots();
-    moe::expert_loader* loader = ctx->stream.get();
-    if (ctx->host_tier) {
-        moe::policy_params hp = pp;
-        hp.capacity = ctx->host_tier->n_slots();
-        // LRU over the misses of the tier above: RAM keeps what compute memory evicted longest ago.
-        ctx->host_cache = std::make_unique<moe::expert_cache>(cc, *ctx->host_tier, *ctx->stream,
-                                                              moe::make_policy("lru", hp));
-        ctx->tiered = std::make_unique<moe::tiered_loader>(*ctx->host_cache, *ctx->tier);
-        loader = ctx->tiered.get();
-    }
-    ctx->cache = std::make_unique<moe::expert_cache>(cc, *ctx->tier, *loader, moe::make_policy(policy, pp));
+    ctx->opts.prefetch_k = uint32_t(ctx->off->config().prefetch.per_layer);
+    ctx->reader_name = std::string(ctx->off->reader_name());
 
     const size_t L = size_t(src.n_layers), E = size_t(src.n_experts), K = size_t(src.top_k);
     ctx->trace.model = src.name.empty() ? "unnamed" : src.name;
@@ -444,17 +370,8 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     ctx->last_n.assign(L, 0);
     ctx->routed_rows.assign(L, 0);
     ctx->row_ids.assign(K, 0);
-    ctx->mode = mode;
-    if (mode != moe::prefetch_mode::NONE) {
-        moe::prefetch_config pc;
-        pc.mode = mode;
-        pc.depth = o.prefetch_depth;
-        pc.per_layer = int(ctx->opts.prefetch_k);
-        // The streamer gives the prefetches their deadlines as priorities and cancels stale ones (as the engine).
-        ctx->prefetch = std::make_unique<moe::prefetcher>(pc, uint32_t(L), uint32_t(E), uint32_t(K), k_history_window,
-                                                          *ctx->cache, ctx->stream.get());
-        ctx->spec_logits.assign(size_t(ctx->prefetch->config().depth) * E, 0.0f);
-    }
+    ctx->mode = ctx->off->config().prefetch.mode;
+    if (ctx->prefetch()) ctx->spec_logits.assign(size_t(ctx->prefetch()->config().depth) * E, 0.0f);
     return ctx;
 }
 
@@ -485,7 +402,7 @@ uint32_t route_row(moe_context& c, int32_t layer, size_t n, const int32_t* ids, 
     std::lock_guard<std::mutex> lock(c.route_mu);
     if (!c.explicit_pos && c.prev_layer >= 0 && layer <= c.prev_layer) ++c.token;
     c.prev_layer = layer;
-    ++c.clock;
+    c.off->tick();
     const size_t K = size_t(s.top_k), l = size_t(layer);
     if (c.opts.record_trace) {
         moe::trace_row row;
@@ -502,16 +419,16 @@ uint32_t route_row(moe_context& c, int32_t layer, size_t n, const int32_t* ids, 
         c.last_weights[l * K + i] = weights ? weights[i] : 0.0f;
     }
     c.last_n[l] = uint32_t(n);
-    if (!c.prefetch) return 0;
+    if (!c.prefetch()) return 0;
 
     // The token's position is the history's pairing key: the context's own counter, or moe_set_position's.
     for (size_t i = 0; i < n; ++i) c.row_ids[i] = int(ids[i]);
-    c.prefetch->routed(uint32_t(layer), c.token, 1, std::span<const int>(c.row_ids.data(), n), uint32_t(n));
+    c.prefetch()->routed(uint32_t(layer), c.token, 1, std::span<const int>(c.row_ids.data(), n), uint32_t(n));
     std::span<const float> logits;
     if (hidden) {
         // Router layer+1+d on this layer's hidden state ranks layer+1+d's experts (docs/prefetch.md).
         const size_t E = size_t(s.n_experts), D = size_t(s.router_n_embd);
-        const int n_spec = c.prefetch->n_spec_layers(uint32_t(layer));
+        const int n_spec = c.prefetch()->n_spec_layers(uint32_t(layer));
         const moe::dot_kernel dot = moe::cpu_dot_kernel(moe::tensor_type::F32, moe::cpu_isa_selected());
         for (int d = 0; d < n_spec; ++d) {
             const std::vector<float>& W = s.routers[l + 1 + size_t(d)];
@@ -519,7 +436,7 @@ uint32_t route_row(moe_context& c, int32_t layer, size_t n, const int32_t* ids, 
         }
         logits = std::span<const float>(c.spec_logits.data(), size_t(n_spec) * E);
     }
-    return c.prefetch->prefetch(uint32_t(layer), c.clock, logits);
+    return c.prefetch()->prefetch(uint32_t(layer), c.off->now(), logits);
 }
 
 // The figures of one cache level, of one layer or (layer = -1) all, with the prefetcher's over the same layers.
@@ -530,9 +447,9 @@ void read_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats*
         api_fail(MOE_ERR_OUT_OF_RANGE, "layer {} is outside [0, {}) (or -1 for totals)", layer, ctx->src.n_layers);
     const moe::expert_cache* c = nullptr;
     if (level == MOE_LEVEL_EXPERT)
-        c = ctx->cache.get();
+        c = &ctx->off->cache();
     else if (level == MOE_LEVEL_HOST)
-        c = ctx->host_cache.get();
+        c = ctx->off->host_cache();
     else
         api_fail(MOE_ERR_INVALID_ARGUMENT, "level {}: expected MOE_LEVEL_EXPERT (0) or MOE_LEVEL_HOST (1)", level);
     if (!c) api_fail(MOE_ERR_OUT_OF_RANGE, "the context has no host tier (options->host_budget_bytes was 0)");
@@ -544,7 +461,7 @@ void read_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats*
         for (size_t l = 0; l < ctx->routed_rows.size(); ++l)
             if (layer < 0 || size_t(layer) == l) {
                 rows += ctx->routed_rows[l];
-                if (ctx->prefetch) ps += ctx->prefetch->stats()[l];
+                if (ctx->prefetch()) ps += ctx->prefetch()->stats()[l];
             }
     }
     moe_stats r;
@@ -868,20 +785,21 @@ MOE_API moe_status moe_context_get_info(const moe_context* ctx, moe_context_info
         moe_context_info r{};
         r.struct_size = sizeof(r);
         r.tier = ctx->opts.tier;
-        r.n_slots = ctx->tier->n_slots();
-        r.slot_bytes = ctx->tier->slot_bytes();
-        r.budget_bytes = ctx->tier->budget_bytes();
-        r.high_water_bytes = ctx->tier->bytes_high_water();
+        const moe::memory_tier& tier = ctx->off->compute_tier();
+        r.n_slots = tier.n_slots();
+        r.slot_bytes = tier.slot_bytes();
+        r.budget_bytes = tier.budget_bytes();
+        r.high_water_bytes = tier.bytes_high_water();
         r.policy = ctx->policy.c_str();
         r.reader = ctx->reader_name.c_str();
-        if (ctx->host_tier) {
-            r.host_n_slots = ctx->host_tier->n_slots();
-            r.host_budget_bytes = ctx->host_tier->budget_bytes();
-            r.host_high_water_bytes = ctx->host_tier->bytes_high_water();
+        if (const moe::memory_tier* ht = ctx->off->host_tier()) {
+            r.host_n_slots = ht->n_slots();
+            r.host_budget_bytes = ht->budget_bytes();
+            r.host_high_water_bytes = ht->bytes_high_water();
         }
         r.prefetch_mode = int32_t(ctx->mode);  // moe_prefetch_mode mirrors moe::prefetch_mode (moe_engine.cpp)
-        r.prefetch_depth = ctx->prefetch ? ctx->prefetch->config().depth : 0;
-        r.prefetch_k = ctx->prefetch ? int32_t(ctx->opts.prefetch_k) : 0;
+        r.prefetch_depth = ctx->prefetch() ? ctx->prefetch()->config().depth : 0;
+        r.prefetch_k = ctx->prefetch() ? int32_t(ctx->opts.prefetch_k) : 0;
         r.router_n_embd = ctx->src.router_n_embd;
         write_versioned(info, r);
     });
@@ -899,7 +817,7 @@ MOE_API moe_status moe_acquire(moe_context* ctx, int32_t layer, int32_t expert, 
         {
             // Rank and weight from the last routed row of this layer, when it selected this expert.
             std::lock_guard<std::mutex> lock(ctx->route_mu);
-            access.time = ctx->clock;
+            access.time = ctx->off->now();
             const size_t K = size_t(ctx->src.top_k);
             for (uint32_t r = 0; r < ctx->last_n[size_t(layer)]; ++r)
                 if (ctx->last_ids[size_t(layer) * K + r] == uint32_t(expert)) {
@@ -921,7 +839,7 @@ MOE_API moe_status moe_acquire(moe_context* ctx, int32_t layer, int32_t expert, 
         h->failed = false;
         const moe::expert_key key{uint32_t(layer), uint32_t(expert)};
         try {
-            h->pin = ctx->cache->acquire(key, access);
+            h->pin = ctx->off->cache().acquire(key, access);
         } catch (...) {
             std::lock_guard<std::mutex> lock(ctx->handles_mu);
             h->ctx = nullptr;
@@ -930,7 +848,7 @@ MOE_API moe_status moe_acquire(moe_context* ctx, int32_t layer, int32_t expert, 
         }
         // A demand that joined a queued prefetch must overtake the other prefetches (the cache does not call
         // its loader for a join).
-        if (!h->pin.ready()) ctx->stream->promote(key);
+        if (!h->pin.ready()) ctx->off->loader().promote(key);
         *out = h;
     });
 }
@@ -974,9 +892,9 @@ MOE_API moe_status moe_handle_stream_wait(const moe_handle* h, void* cuda_stream
     return guard("moe_handle_stream_wait", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(h, "handle");
         if (h->failed || !h->pin.valid()) api_fail(MOE_ERR_IO, "the handle's load failed; it holds no data");
-        if (h->ctx->tiered) {
+        if (const moe::tiered_loader* tiered = h->ctx->off->host_loader()) {
             // From the host tier the copy into the slot has landed before the load completes: nothing to wait on.
-            if (!h->ctx->tiered->on_device())
+            if (!tiered->on_device())
                 api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
             if (!h->pin.ready())
                 api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
@@ -984,13 +902,13 @@ MOE_API moe_status moe_handle_stream_wait(const moe_handle* h, void* cuda_stream
             (void)cuda_stream;
             return;
         }
-        if (!h->ctx->stream->on_device())
+        if (!h->ctx->off->expert_streamer().on_device())
             api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
 #ifdef MOE_HAVE_CUDA
         if (!h->pin.ready())
             api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
                      h->pin.key().expert, h->pin.key().layer);
-        h->ctx->stream->stream_wait(h->pin.slot(), static_cast<cudaStream_t>(cuda_stream));
+        h->ctx->off->expert_streamer().stream_wait(h->pin.slot(), static_cast<cudaStream_t>(cuda_stream));
 #else
         (void)cuda_stream;
 #endif
@@ -1017,9 +935,9 @@ MOE_API moe_status moe_prefetch(moe_context* ctx, int32_t layer, int32_t expert,
         uint64_t now;
         {
             std::lock_guard<std::mutex> lock(ctx->route_mu);
-            now = ctx->clock;
+            now = ctx->off->now();
         }
-        const bool ok = ctx->cache->prefetch(moe::expert_key{uint32_t(layer), uint32_t(expert)},
+        const bool ok = ctx->off->cache().prefetch(moe::expert_key{uint32_t(layer), uint32_t(expert)},
                                              moe::access_info{now, 0, 0.0f});
         if (issued) *issued = ok ? 1 : 0;
     });
@@ -1081,11 +999,11 @@ MOE_API moe_status moe_get_layer_stats(const moe_context* ctx, int32_t layer, mo
 MOE_API moe_status moe_reset_stats(moe_context* ctx) {
     return guard("moe_reset_stats", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(ctx, "ctx");
-        ctx->cache->reset_stats();
-        if (ctx->host_cache) ctx->host_cache->reset_stats();
+        ctx->off->cache().reset_stats();
+        if (ctx->off->host_cache()) ctx->off->host_cache()->reset_stats();
         std::lock_guard<std::mutex> lock(ctx->route_mu);
         std::fill(ctx->routed_rows.begin(), ctx->routed_rows.end(), 0);
-        if (ctx->prefetch) ctx->prefetch->reset_stats();
+        if (ctx->prefetch()) ctx->prefetch()->reset_stats();
     });
 }
 

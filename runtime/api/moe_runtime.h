@@ -44,8 +44,9 @@ extern "C" {
  * 3: the prefetcher behind moe_route (modes, depth, deadlines, stale-hint cancellation: moe_options.prefetch_mode,
  *    prefetch_depth), speculative gating (moe_route_hidden, moe_layout_set_router), its statistics (moe_stats from
  *    prefetch_joins on) and its settings in moe_context_info.
- * 4: the engine's compute backend (moe_engine_options.backend, moe_engine_info.backend). */
-#define MOE_API_VERSION 4
+ * 4: the engine's compute backend (moe_engine_options.backend, moe_engine_info.backend).
+ * 5: sessions (moe_session_*: many sequences on one engine's weights and expert cache) and moe_log_set. */
+#define MOE_API_VERSION 5
 
 typedef enum moe_status {
     MOE_OK = 0,
@@ -364,7 +365,11 @@ MOE_API moe_status moe_trace_write(const moe_context* ctx, const char* path);
  *     int32_t out[64]; size_t n_out;
  *     moe_generate(e, ids, n, 64, &sp, on_token, user, out, 64, &n_out); // on_token may be NULL
  *     moe_engine_destroy(e);
- * One engine holds one sequence and is not thread-safe: call it from one thread at a time. */
+ * Thread safety of the handles: moe_model, moe_layout and a moe_engine's model are read-only after creation. A
+ * moe_context may be called from several threads (acquire, wait, release, prefetch and the statistics are
+ * thread-safe; routing calls are serialised inside). One moe_engine or moe_session is used from one thread at a
+ * time; different sessions of one engine may be used from different threads, their evaluations then run one
+ * after another. A moe_sampler belongs to one thread at a time. */
 
 typedef struct moe_engine moe_engine;   /* a model loaded for inference, with its expert cache and KV cache */
 typedef struct moe_sampler moe_sampler; /* token sampling state (random generator, recent tokens) */
@@ -495,12 +500,58 @@ MOE_API moe_status moe_generate(moe_engine* engine, const int32_t* prompt, size_
                                 const moe_sampler_params* params, moe_token_callback callback, void* user,
                                 int32_t* tokens, size_t capacity, size_t* n_generated);
 
+/* -- sessions ------------------------------------------------------------------------------------------------ *
+ *
+ * More conversations on one engine. A session has its own sequence and KV cache (n_ctx positions) and shares the
+ * engine's model (the resident weights exist once, however many sessions) and its expert cache (an expert loaded
+ * for one session serves all). A session's logits and tokens are bit-identical to what the engine's own sequence
+ * gives for the same tokens and sampler settings, whatever the other sessions do. Destroy every session before
+ * its engine. Statistics (moe_engine_get_stats) cover the shared cache, so all sessions together. */
+typedef struct moe_session moe_session;
+
+/* n_ctx: KV cache positions (0: the engine's n_ctx). Allocates the KV cache and the workspaces. */
+MOE_API moe_status moe_session_create(moe_engine* engine, int32_t n_ctx, moe_session** out);
+MOE_API void moe_session_destroy(moe_session* session); /* NULL is fine */
+MOE_API moe_status moe_session_reset(moe_session* session);
+MOE_API moe_status moe_session_n_past(const moe_session* session, int32_t* n_past);
+/* As moe_eval, on the session's sequence. */
+MOE_API moe_status moe_session_eval(moe_session* session, const int32_t* tokens, size_t n, int all_positions,
+                                    float* logits);
+/* As moe_generate, on the session's sequence. */
+MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt,
+                                        int32_t n_predict, const moe_sampler_params* params,
+                                        moe_token_callback callback, void* user, int32_t* tokens, size_t capacity,
+                                        size_t* n_generated);
+
 /* -- statistics ---------------------------------------------------------------------------------------------- */
 
 /* Cache statistics of one level (moe_level) of the engine, of one MoE layer or (layer = -1) totals.
  * MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST without a host tier. routed_rows is 0 (the engine routes internally);
  * the prefetcher's figures (predicted, needed, ...) count decode steps, 0 with MOE_PREFETCH_NONE. */
 MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level, int32_t layer, moe_stats* stats);
+
+/* -- logging ------------------------------------------------------------------------------------------------- */
+
+/* The library's own messages: warnings about a degraded but working path (no io_uring or O_DIRECT here, buffers
+ * that could not be pinned, a model key it ignores, ...) and errors (a ring that failed, the last words of an
+ * internal check before it aborts). Failed calls still report through their status and moe_last_error(). */
+typedef enum moe_log_level {
+    MOE_LOG_DEBUG = 0,
+    MOE_LOG_INFO = 1,
+    MOE_LOG_WARN = 2,
+    MOE_LOG_ERROR = 3
+} moe_log_level;
+
+/* text: one message, NUL-terminated, without a level prefix or trailing newline, valid during the call only.
+ * Called from whichever thread the message comes from (a reader or loader thread as well as the caller's), and
+ * possibly from several threads at once; it must not block for long. */
+typedef void (*moe_log_callback)(moe_log_level level, const char* text, void* user_data);
+
+/* Sends every later message of this library to `cb` with `user_data` instead of stderr (process-wide).
+ * NULL restores the default: warnings and errors written to stderr as "warning: ..." / "error: ..." lines,
+ * info as plain lines, debug dropped. Thread-safe; returns once no call of the previous callback is running, so
+ * its user_data may be freed then (when called from inside a callback it returns at once instead). */
+MOE_API void moe_log_set(moe_log_callback cb, void* user_data);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/file_kind.h"
 #include "common/gpu.h"
 #include "common/units.h"
 #include "prefetch/checksum.h"
@@ -33,6 +34,7 @@
 #include "prefetch/expert_reader.h"
 #include "prefetch/host_buffer.h"
 #include "prefetch/reader_factory.h"
+#include "runtime/cli/cli_args.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -71,6 +73,8 @@ struct mode_result {
 uint64_t file_size_of(const std::string& path) {
     struct stat st{};
     if (::stat(path.c_str(), &st) != 0) fail("cannot stat {}: {}", path, std::strerror(errno));
+    // Before anything opens it: opening a FIFO for reading waits for a writer, and a device has no size.
+    if (!S_ISREG(st.st_mode)) fail("{}: expected a regular file, found {}", path, describe_file_type(st.st_mode));
     return uint64_t(st.st_size);
 }
 
@@ -324,11 +328,16 @@ std::vector<std::string> split_modes(const std::string& text) {
     std::string m;
     while (std::getline(ss, m, ',')) {
         if (m.empty()) continue;
-        if (m != "mmap") parse_reader_kind(m, "--modes");  // throws on unknown names
-        if (m == "auto") fail("--modes: 'auto' is not a mode: name uring, uring-buffered, pread, pread-direct or mmap");
+        try {
+            if (m != "mmap") parse_reader_kind(m, "--modes");  // throws on unknown names
+        } catch (const error& e) {
+            throw usage_error(e.what());
+        }
+        if (m == "auto")
+            fail_usage("--modes: 'auto' is not a mode: name uring, uring-buffered, pread, pread-direct or mmap");
         out.push_back(m);
     }
-    if (out.empty()) fail("--modes: empty list");
+    if (out.empty()) fail_usage("--modes: empty list");
     return out;
 }
 
@@ -343,29 +352,30 @@ int run_bench_io(int argc, char** argv) {
     app.add_option("-m,--model", model, "model file (GGUF / safetensors / directory)");
     app.add_option("--file", file, "a raw file instead of a model (needs --expert-bytes)");
     app.add_option("--expert-bytes", expert_text, "with --file: bytes per expert (e.g. 12M)");
-    app.add_option("--parts", parts, "with --file: ranges per expert (gate/up/down = 3)")->capture_default_str();
-    app.add_option("--sample", sample, "read a random sample of N experts (0: all)")->capture_default_str();
-    app.add_option("--qd", qd, "reads in flight (io_uring queue depth, pread threads)")->capture_default_str();
+    app.add_option("--parts", parts, "with --file: ranges per expert (gate/up/down = 3)")
+        ->capture_default_str()
+        ->check(unsigned_integer());
+    app.add_option("--sample", sample, "read a random sample of N experts (0: all)")
+        ->capture_default_str()
+        ->check(unsigned_integer());
+    app.add_option("--qd", qd, "reads in flight (io_uring queue depth, pread threads)")
+        ->capture_default_str()
+        ->check(unsigned_integer());
     app.add_option("--chunk", chunk_text, "largest single read")->capture_default_str();
-    app.add_option("--inflight", inflight, "experts in flight (destination slots)")->capture_default_str();
+    app.add_option("--inflight", inflight, "experts in flight (destination slots)")
+        ->capture_default_str()
+        ->check(unsigned_integer());
     app.add_option("--modes", modes_text, "comma list of uring, uring-buffered, pread, pread-direct, mmap")
         ->capture_default_str();
-    app.add_option("--seed", seed, "order/sample seed")->capture_default_str();
+    app.add_option("--seed", seed, "order/sample seed")->capture_default_str()->check(unsigned_integer());
     app.add_flag("--verify", verify, "checksum every expert and check all modes read the same bytes");
     app.add_flag("--no-gpu", no_gpu, "skip the host->device measurements");
     app.add_flag("--json", as_json, "print one JSON object");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-        std::fprintf(stderr, "moe bench io: error: %s\n(see moe bench io --help)\n", e.what());
-        return 2;
-    }
-    if (model.empty() == file.empty()) fail("moe bench io: give exactly one of -m MODEL or --file FILE");
-    if (!file.empty() && expert_text.empty()) fail("--file needs --expert-bytes (the size of one expert)");
-    if (qd == 0) fail("--qd: expected at least 1, found 0");
-    if (inflight == 0) fail("--inflight: expected at least 1, found 0");
+    if (auto status = parse_args(app, argc, argv)) return *status;
+    if (model.empty() == file.empty()) fail_usage("give exactly one of -m MODEL or --file FILE");
+    if (!file.empty() && expert_text.empty()) fail_usage("--file needs --expert-bytes (the size of one expert)");
+    if (qd == 0) fail_usage("--qd: expected at least 1, found 0");
+    if (inflight == 0) fail_usage("--inflight: expected at least 1, found 0");
     const std::vector<std::string> modes = split_modes(modes_text);
     reader_config cfg;
     cfg.queue_depth = qd;

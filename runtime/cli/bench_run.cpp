@@ -36,6 +36,7 @@
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
+#include "runtime/run_stats.h"
 
 #ifndef MOE_SOURCE_DIR
 #define MOE_SOURCE_DIR "."
@@ -85,10 +86,6 @@ layer_stats minus(const layer_stats& a, const layer_stats& b) {
     return d;
 }
 
-int argmax(const float* x, int n) {
-    return int(std::max_element(x, x + n) - x);
-}
-
 budget_result run_budget(const std::string& path, const model_desc& d, int percent, const std::vector<int>& prompt,
                          int gen_tokens, int threads, backend_kind backend, const std::string& policy,
                          prefetch_mode prefetch) {
@@ -114,18 +111,22 @@ budget_result run_budget(const std::string& path, const model_desc& d, int perce
     r.load_s = seconds_since(t_load);
     r.backend = std::string(eng.backend_name());
     r.n_slots = eng.n_expert_slots();
-    r.memory = measure_footprint(eng);
+    r.memory = measure_footprint(eng.get_model(), eng.get_offloader(), eng.get_session());
 
-    const auto t_prompt = clock_type::now();
-    const float* logits = eng.prefill(prompt);
-    r.prompt_s = seconds_since(t_prompt);
-    const layer_stats after_prompt = eng.stats().total();
-    for (int i = 0; i < gen_tokens; ++i) {
-        const int next = argmax(logits, d.n_vocab);
-        const auto t0 = clock_type::now();
-        logits = eng.decode(next);
-        r.decode_s += seconds_since(t0);
-    }
+    // Greedy, no end-of-generation stop: every budget decodes the same gen_tokens steps. The prompt's figures are
+    // taken when the first token is sampled (before any decode step).
+    layer_stats after_prompt;
+    bool first = true;
+    session& ses = eng.get_session();
+    sampler_config greedy;
+    greedy.temperature = 0.0f;
+    ses.set_sampler(greedy);
+    const generation g = ses.generate(prompt, gen_tokens + 1, nullptr, [&](int) {
+        if (first) after_prompt = eng.stats().total(), first = false;
+        return true;
+    });
+    r.prompt_s = g.prompt_s;
+    r.decode_s = g.decode_s;
     r.total = eng.stats().total();
     r.decode = minus(r.total, after_prompt);
     return r;

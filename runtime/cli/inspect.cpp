@@ -19,9 +19,12 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/printable.h"
 #include "common/units.h"
 #include "runtime/auto_budget.h"
+#include "runtime/cli/cli_args.h"
 #include "runtime/cli/cli_util.h"
+#include "runtime/engine.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -30,8 +33,6 @@ namespace moe::cli {
 namespace {
 
 using json = nlohmann::ordered_json;  // keeps the documented field order
-
-constexpr int k_exit_impossible_budget = 3;
 
 const char* rope_name(rope_style r) {
     return r == rope_style::NORM ? "norm" : "neox";
@@ -238,7 +239,7 @@ void print_human(const model_file& f, const model_desc& d, const histogram& h, c
     std::printf("format       %s, %zu file(s), %s, %zu tensors\n",
                 f.format == model_format::GGUF ? "GGUF" : "safetensors", f.paths.size(),
                 format_bytes(file_bytes).c_str(), f.tensors.size());
-    std::printf("architecture %s (%s)\n", std::string(arch_name(d.architecture)).c_str(), d.name.c_str());
+    std::printf("architecture %s (%s)\n", std::string(arch_name(d.architecture)).c_str(), printable(d.name).c_str());
     std::string moe_layers;
     if (!d.layout.moe_layers.empty())
         moe_layers = d.layout.n_moe_layers == d.n_layers
@@ -301,8 +302,8 @@ void print_human(const model_file& f, const model_desc& d, const histogram& h, c
                         format_bytes(e.bytes).c_str());
             for (const auto& r : e.ranges)
                 std::printf("    %-14s %s  %d:%llu+%llu %s\n", std::string(expert_part_name(r.part)).c_str(),
-                            r.tensor.c_str(), r.file, (unsigned long long)r.offset, (unsigned long long)r.bytes,
-                            std::string(type_name(r.type)).c_str());
+                            printable(r.tensor).c_str(), r.file, (unsigned long long)r.offset,
+                            (unsigned long long)r.bytes, std::string(type_name(r.type)).c_str());
         }
     }
 }
@@ -336,17 +337,13 @@ int run_inspect(int argc, char** argv) {
                    "(cuda when a GPU is usable, as moe run)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-        std::fprintf(stderr, "moe inspect: error: %s\n(see moe inspect --help)\n", e.what());
-        return 2;
-    }
+    if (auto status = parse_args(app, argc, argv)) return *status;
     std::optional<uint64_t> vram, host;
     if (!vram_text.empty()) vram = parse_bytes(vram_text, "--vram-budget");
     if (!host_text.empty()) host = parse_bytes(host_text, "--host-budget");
+    // As moe run: a zero budget is a bad value, not a budget too small (leaving the flag out means no plan).
+    if (vram && *vram == 0) fail_usage("--vram-budget 0: expected a positive size (leave the flag out for no plan)");
+    if (host && *host == 0) fail_usage("--host-budget 0: expected a positive size (leave the flag out for no plan)");
 
     model_file f = open_model_file(path);
     model_desc d = describe_model(f);
@@ -373,13 +370,14 @@ int run_inspect(int argc, char** argv) {
             j["plan"] = std::move(plan);
         }
         if (layout) j["expert_layout"] = layout_json(d);
-        std::printf("%s\n", j.dump(1).c_str());
+        // Strings from the file that are not valid UTF-8 are replaced (U+FFFD) rather than failing the output.
+        std::printf("%s\n", j.dump(1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
         print_human(f, d, h, plans, layout, plan_basis);
     }
     if (!feasible) {
         std::fprintf(stderr, "moe inspect: the budget cannot hold this model (see the capacity plan)\n");
-        return k_exit_impossible_budget;
+        return k_exit_budget_too_small;
     }
     return 0;
 }

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 
 namespace moe::cli {
 

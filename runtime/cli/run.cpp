@@ -3,7 +3,7 @@
 // stderr. --trace records every routing decision (prompt and generated tokens) as moe-trace v1 so `moe sim` can
 // replay the run; --stats-json writes the tokens and figures for scripts and tests.
 //
-// --vram-budget is the whole compute-memory budget (DESIGN.md invariant 1): the resident weights, the KV cache and
+// --vram-budget is the whole compute-memory budget (invariant 1 of docs/invariants.md: budgets are hard): the resident weights, the KV cache and
 // the workspaces come first and the expert slots get what is left (runtime/auto_budget.h: plan_compute_budget).
 // --backend cuda (the default where a GPU is usable) puts all of them in VRAM; --backend cpu computes on the CPU,
 // and the budget is then RAM. The estimate the slots are planned with is checked against what the engine really
@@ -34,6 +34,7 @@
 #include "runtime/cli/progress.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
+#include "runtime/run_stats.h"
 #include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 
@@ -63,26 +64,55 @@ std::string trace_model_name(const std::string& name) {
     return s;
 }
 
-// The prefetcher's part of the summary (definitions: docs/prefetch.md): overall, then one entry per MoE layer.
-std::string prefetch_summary(const cache_stats& cs, std::span<const prefetcher_layer_stats> pf, int depth,
-                             int per_layer) {
-    const layer_stats tot = cs.total();
-    prefetcher_layer_stats pt;
-    for (const auto& p : pf) pt += p;
-    std::string s = fmt::format(
-        "prefetch   depth {}, {} per layer: recall {:.1f}%, precision {:.1f}%, prediction recall {:.1f}%; {} loads, "
-        "{} used ({} in time, {} joined while loading), {} wasted ({} evicted unused = {}, {} cancelled)\n",
-        depth, per_layer, 100.0 * tot.prefetch_recall(), 100.0 * tot.prefetch_precision(),
-        100.0 * pt.prediction_recall(), tot.prefetch_loads, tot.prefetch_used(), tot.prefetch_hits, tot.prefetch_joins,
-        tot.prefetch_wasted(), tot.prefetch_unused_evictions, format_bytes(tot.prefetch_unused_bytes),
-        tot.cancelled_loads);
-    s += "pf layer   recall/precision/wasted:";
-    for (size_t l = 0; l < cs.layers.size(); ++l) {
-        const layer_stats& L = cs.layers[l];
-        s += fmt::format(" {}:{:.0f}%/{:.0f}%/{}", l, 100.0 * L.prefetch_recall(), 100.0 * L.prefetch_precision(),
-                         format_bytes(L.prefetch_unused_bytes));
+// What the user gave as the prompt.
+struct prompt_input {
+    std::string text;      // -p
+    std::string ids_text;  // --prompt-ids
+    bool chat = false;     // --chat
+};
+struct prepared_prompt {
+    std::vector<int> tokens;
+    std::string text;                     // what the tokenizer encoded: the prompt, or the templated chat
+    std::optional<tokenizer> tok;         // when the file has a usable one (to print text)
+    std::optional<chat_template> chat;    // --chat
+};
+
+// The prompt as token ids: encoded with the file's tokenizer (with --chat, inside its chat template), or parsed
+// from --prompt-ids.
+prepared_prompt prepare_prompt(const model_file& mf, const model_desc& desc, const std::string& model_path,
+                               const prompt_input& in) {
+    prepared_prompt p;
+    if (in.text.empty()) {
+        try {
+            p.tok = tokenizer::from_model_file(mf);  // only to print text; ids are printed without one
+        } catch (const error&) {
+        }
+        p.tokens = parse_ids(in.ids_text, desc.n_vocab);
+        return p;
     }
-    return s + "\n";
+    try {
+        p.tok = tokenizer::from_model_file(mf);
+    } catch (const error& e) {
+        fail("{}: cannot encode the prompt text: {}; pass the prompt as token ids with --prompt-ids", model_path,
+             e.what());
+    }
+    if (in.chat) p.chat = chat_template_of(mf, desc.architecture, model_path);
+    // --chat: the template writes BOS/EOS where it wants them and its markers are special tokens, so encode as
+    // transformers' apply_chat_template(tokenize=True) does: nothing added, special tokens parsed.
+    const tokenizer& tok = *p.tok;
+    const auto special_text = [&](int32_t id) { return id >= 0 ? tok.text(id) : std::string(); };
+    p.text = p.chat ? apply_chat_template(*p.chat, in.text, special_text(tok.bos_id()), special_text(tok.eos_id()))
+                    : in.text;
+    try {
+        for (int32_t t : tok.encode(p.text, !p.chat, p.chat.has_value())) p.tokens.push_back(int(t));
+    } catch (const error& e) {
+        fail("{}: cannot encode the prompt with the file's tokenizer: {}", model_path, e.what());
+    }
+    if (p.tokens.empty()) fail("-p: the prompt encodes to no tokens");
+    if (p.chat)
+        std::fprintf(stderr, "moe run: --chat: %s template from %s: %zu prompt tokens\n",
+                     std::string(chat_style_name(p.chat->style)).c_str(), p.chat->origin.c_str(), p.tokens.size());
+    return p;
 }
 
 // Without --vram-budget (runtime/auto_budget.h): the expert budget from the free memory of the memory the backend
@@ -99,15 +129,18 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
              cuda ? "the GPU's free memory" : "/proc/meminfo");
     const uint64_t slot = engine::slot_bytes_for(desc);
     const uint32_t n_total = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
+    // lru-layer needs top-k in every layer's share; the other policies one layer's top-k.
+    const uint32_t min_slots = uint32_t(desc.n_experts_used) *
+                               (ec.policy == "lru-layer" ? uint32_t(std::max(1, desc.layout.n_moe_layers)) : 1u);
     const budget_choice c =
-        choose_expert_budget(*mem, need, slot, n_total, uint32_t(desc.n_experts_used), model_path);
+        choose_expert_budget(*mem, need, slot, n_total, min_slots, model_path);
     ec.expert_budget_bytes = c.budget_bytes;
     plan.budget_bytes = mem->free_bytes - std::min(mem->free_bytes, safety_margin(*mem));
     plan.need = need;
     plan.slot_bytes = slot;
     plan.n_slots = c.n_slots;
     plan.every_expert = c.every_expert;
-    plan.min_budget_bytes = need.total() + uint64_t(desc.n_experts_used) * slot;
+    plan.min_budget_bytes = need.total() + uint64_t(min_slots) * slot;
     std::string s = fmt::format(
         "moe run: no --vram-budget given: {} for expert slots in {} = {} slots of {} ({:.1f}% of the {} experts{}), "
         "sized from {}\n",
@@ -237,56 +270,20 @@ int run_run(int argc, char** argv) {
         fail("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
 
     // The tokenizer, the prompt and the budget plan come first: a refusal should not wait for the weights to load.
-    std::optional<tokenizer> tok;
-    std::optional<chat_template> chat_tpl;
-    model_desc desc;
-    const model_file mf = open_model_file(model_path);  // also for the memory estimate below
-    {
-        desc = describe_model(mf);
-        if (!prompt.empty()) {
-            try {
-                tok = tokenizer::from_model_file(mf);
-            } catch (const error& e) {
-                fail("{}: cannot encode the prompt text: {}; pass the prompt as token ids with --prompt-ids",
-                     model_path, e.what());
-            }
-            if (chat) chat_tpl = chat_template_of(mf, desc.architecture, model_path);
-        } else {
-            try {
-                tok = tokenizer::from_model_file(mf);  // only to print text; ids are printed without one
-            } catch (const error&) {
-            }
-        }
-    }
-    if (prefetch_k > desc.n_experts)
-        fail("--prefetch-k {}: expected 0 (= top-k) up to the model's {} experts per layer", prefetch_k,
-             desc.n_experts);
-    bool use_prefetch = prefetch != "none";
-    const int per_layer = prefetch_k ? prefetch_k : desc.n_experts_used;
+    const model_file mf = open_model_file(model_path);
+    const model_desc desc = describe_model(mf);
+    check_forward_supported(desc, model_path);
+    prompt_input in;
+    in.text = prompt;
+    in.ids_text = prompt_ids_text;
+    in.chat = chat;
+    const prepared_prompt pp = prepare_prompt(mf, desc, model_path, in);
 
-    std::vector<int> prompt_tokens;
-    std::string prompt_text;  // what the tokenizer encoded: the prompt, or with --chat the templated chat
-    if (!prompt.empty()) {
-        // --chat: the template writes BOS/EOS where it wants them and its markers are special tokens, so encode
-        // as transformers' apply_chat_template(tokenize=True) does: nothing added, special tokens parsed.
-        const auto special_text = [&](int32_t id) { return id >= 0 ? tok->text(id) : std::string(); };
-        prompt_text =
-            chat_tpl ? apply_chat_template(*chat_tpl, prompt, special_text(tok->bos_id()), special_text(tok->eos_id()))
-                     : prompt;
-        for (int32_t t : tok->encode(prompt_text, !chat_tpl, chat_tpl.has_value())) prompt_tokens.push_back(int(t));
-        if (prompt_tokens.empty()) fail("-p: the prompt encodes to no tokens");
-        if (chat_tpl)
-            std::fprintf(stderr, "moe run: --chat: %s template from %s: %zu prompt tokens\n",
-                         std::string(chat_style_name(chat_tpl->style)).c_str(), chat_tpl->origin.c_str(),
-                         prompt_tokens.size());
-    } else {
-        prompt_tokens = parse_ids(prompt_ids_text, desc.n_vocab);
-    }
-    const int need_ctx = int(prompt_tokens.size()) + n_predict;
+    const int need_ctx = int(pp.tokens.size()) + n_predict;
     if (n_ctx == 0) n_ctx = need_ctx;
-    if (n_ctx < int(prompt_tokens.size()) + 1)
-        fail("--ctx {}: the prompt has {} tokens; expected a context of at least {}", n_ctx, prompt_tokens.size(),
-             prompt_tokens.size() + 1);
+    if (n_ctx < int(pp.tokens.size()) + 1)
+        fail("--ctx {}: the prompt has {} tokens; expected a context of at least {}", n_ctx, pp.tokens.size(),
+             pp.tokens.size() + 1);
 
     engine_config ec;
     ec.n_ctx = n_ctx;
@@ -294,76 +291,56 @@ int run_run(int argc, char** argv) {
     ec.n_threads = n_threads;
     ec.backend = parse_backend(backend_text);
     ec.host_budget_bytes = host_budget.value_or(0);
-
-    // The budget covers resident weights + KV cache + workspaces + expert slots; the slots get what is left.
-    // Planned (and refused) before the weights load.
-    const uint64_t slot = engine::slot_bytes_for(desc);
-    const uint32_t n_total = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
-    const memory_need need = estimate_memory_need(mf, desc, ec.n_ctx, ec.n_batch, computes_on_cuda(ec.backend));
-    const bool budget_auto = !budget;
-    budget_plan plan;
-    if (budget_auto)
-        std::fputs(
-            size_budgets_from_free_memory(model_path, desc, need, ec, host_budget.has_value(), plan).c_str(),
-            stderr);
-    else
-        plan = plan_compute_budget(*budget, need, slot, n_total, uint32_t(desc.n_experts_used), model_path,
-                                   "--vram-budget");
-    ec.expert_budget_bytes = plan.expert_bytes();
-    const std::string budget_name =
-        budget_auto ? std::string("the budget sized from free memory") : "--vram-budget " + format_bytes(*budget);
-
-    // lru-layer splits the slots evenly between the MoE layers and evicts only within a layer, so each layer's
-    // share must hold its top-k: refuse here rather than fail on the first layer that runs out.
-    const uint64_t n_moe = uint64_t(std::max(1, desc.layout.n_moe_layers));
-    if (policy == "lru-layer" && plan.n_slots < uint64_t(desc.n_experts_used) * n_moe) {
-        const uint32_t want = uint32_t(uint64_t(desc.n_experts_used) * n_moe);
-        const uint64_t need_total = need.total() + uint64_t(want) * slot;
-        fail(
-            "{}: {} ({} bytes) is too small for --policy lru-layer: it gives each of the {} MoE layers an equal "
-            "share of the slots, and each share must hold top-{} experts, so it needs at least {} ({} bytes) = {}; "
-            "use another policy or a larger budget",
-            model_path, budget_name, plan.budget_bytes, desc.layout.n_moe_layers, desc.n_experts_used,
-            format_bytes(need_total), need_total, format_breakdown(need, want, slot));
-    }
-    // With lru-layer, prefetches still loading hold slots of their layer's share (the prefetcher starts at most
-    // --prefetch-k loads per layer and step), and a share cannot borrow from other layers: unless each share holds
-    // top-k plus those, a demand can find every slot of its share pinned or loading. Generation goes on without
-    // prefetch then.
-    if (use_prefetch && policy == "lru-layer" && !plan.every_expert) {
-        const uint64_t share = plan.n_slots / n_moe;
-        const uint64_t want = uint64_t(desc.n_experts_used) + uint64_t(per_layer);
-        if (share < want) {
-            warn_once("run.lru_layer_prefetch",
-                      fmt::format("--prefetch {} turned off: --policy lru-layer gives each MoE layer {} slot(s) "
-                                  "of {}, fewer than the {} a prefetch beside a demand needs",
-                                  prefetch, share, budget_name, want));
-            use_prefetch = false;
-            prefetch = "none (off: lru-layer share too small)";
-        }
-    }
-    if (use_prefetch) {
+    if (prefetch != "none") {
         ec.prefetch.mode = parse_prefetch_mode(prefetch, "--prefetch");
         ec.prefetch.depth = prefetch_depth;
         ec.prefetch.per_layer = prefetch_k;
     }
-    // The host tier sits under the expert slots and needs at least as many slots (engine.h); refuse before loading.
-    if (host_budget) {
-        const uint64_t above = plan.n_slots;
-        if (*host_budget / slot < above)
-            fail(
-                "{}: --host-budget {} ({} bytes) holds {} slot(s) of {}, fewer than the {} expert slot(s) of the "
-                "{} above it; the host tier needs at least {} ({} bytes)",
-                model_path, format_bytes(*host_budget), *host_budget, *host_budget / slot, format_bytes(slot), above,
-                budget_auto ? "budget sized from free memory" : "--vram-budget", format_bytes(above * slot),
-                above * slot);
+    const bool cuda = computes_on_cuda(ec.backend);
+
+    // The budget covers resident weights + KV cache + workspaces + expert slots; the slots get what is left, and the
+    // offloader's rules (validate_offload_config) are checked here too, all before the weights load.
+    const offload_layout layout = offload_layout_of(mf, desc);
+    offload_config oc;
+    oc.tier = cuda ? tier_kind::DEVICE : tier_kind::RAM;
+    oc.policy = policy;
+    oc.prefetch = ec.prefetch;
+    const uint64_t slot = offload_slot_bytes(layout.max_expert_bytes());
+    const memory_need need = estimate_memory_need(mf, desc, ec.n_ctx, ec.n_batch, cuda);
+    const bool budget_auto = !budget;
+    budget_plan plan;
+    if (budget_auto)
+        std::fputs(size_budgets_from_free_memory(model_path, desc, need, ec, host_budget.has_value(), plan).c_str(),
+                   stderr);
+    else
+        plan = plan_compute_budget(*budget, need, slot, layout.n_keys(), min_expert_slots(oc, layout), model_path,
+                                   "--vram-budget", min_slots_reason(oc, layout));
+    ec.expert_budget_bytes = plan.expert_bytes();
+    oc.expert_budget_bytes = ec.expert_budget_bytes;
+    oc.host_budget_bytes = ec.host_budget_bytes;
+    std::vector<std::string> warnings;
+    offload_config checked;
+    try {
+        checked = validate_offload_config(oc, layout, &warnings);
+    } catch (const config_error& e) {
+        fail("{}: {}", model_path, e.what());
     }
+    for (const std::string& w : warnings) warn_once("run.offload_config", w);
+    if (checked.prefetch.mode != ec.prefetch.mode) {
+        ec.prefetch.mode = checked.prefetch.mode;
+        prefetch = "none (off: lru-layer share too small)";
+    }
+
     ec.load_progress = load_progress_reporter("moe run", ::isatty(::fileno(stderr)) != 0);
     const auto t_load = clock_type::now();
     engine eng(model_path, ec);
-    const double load_s = seconds_since(t_load);
-    // The plan rested on an estimate: hold the engine to the budget before anything runs.
-    const footprint fp = measure_footprint(eng);
+    const model& m = eng.get_model();
+    offloader& off = eng.get_offloader();
+    session& ses = eng.get_session();
+    run_info info;
+    info.load_s = seconds_since(t_load);
+    // The plan rested on an estimate: hold what was built to the budget before anything runs.
+    const footprint fp = measure_footprint(m, off, ses);
     check_footprint(fp, plan, model_path);
 
     routing_trace trace;
@@ -372,7 +349,7 @@ int run_run(int argc, char** argv) {
     trace.n_experts = uint32_t(desc.layout.n_experts);
     trace.top_k = uint32_t(desc.n_experts_used);
     if (!trace_path.empty())
-        eng.set_routing_observer([&trace](int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) {
+        ses.set_routing_observer([&trace](int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) {
             trace_row r;
             r.seq = 0;
             r.token = uint32_t(pos);
@@ -382,176 +359,39 @@ int run_run(int argc, char** argv) {
             trace.rows.push_back(std::move(r));
         });
 
-    sampler smp(sc);
-    for (int t : prompt_tokens) smp.accept(t);
-
-    const auto t_prompt = clock_type::now();
-    const float* logits = eng.prefill(prompt_tokens);
-    const double prompt_s = seconds_since(t_prompt);
-
-    std::vector<int> generated;
+    ses.set_sampler(sc);
+    const tokenizer* tok = pp.tok ? &*pp.tok : nullptr;
     std::string text;
-    double decode_s = 0.0;
-    uint64_t n_decoded = 0;
-    bool stopped_eog = false;
-    const size_t V = size_t(desc.n_vocab);
-    while (true) {
-        const int next = smp.sample(std::span<const float>(logits, V));
-        if (tok && tok->is_eog(next)) {
-            stopped_eog = true;
-            break;
-        }
-        generated.push_back(next);
-        smp.accept(next);
-        std::string piece = tok ? tok->token_to_piece(next, false) : fmt::format("{} ", next);
+    const generation g = ses.generate(pp.tokens, n_predict, tok, [&](int token) {
+        const std::string piece = tok ? tok->token_to_piece(token, false) : fmt::format("{} ", token);
         text += piece;
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
-        if (int(generated.size()) >= n_predict) break;
-        if (int(prompt_tokens.size() + generated.size()) >= n_ctx) {
-            std::fprintf(stderr, "\nmoe run: context of %d positions is full; stopping\n", n_ctx);
-            break;
-        }
-        const auto t0 = clock_type::now();
-        logits = eng.decode(next);
-        decode_s += seconds_since(t0);
-        ++n_decoded;
-    }
+        return true;
+    });
+    if (g.context_full) std::fprintf(stderr, "\nmoe run: context of %d positions is full; stopping\n", n_ctx);
     std::fputc('\n', stdout);
     std::fflush(stdout);
 
-    const cache_stats cs = eng.stats();
-    const layer_stats tot = cs.total();
-    const uint64_t slot_bytes = eng.expert_slot_bytes();
-    const uint32_t n_slots = eng.n_expert_slots();
-    const uint32_t n_total_experts = n_total;
-    const std::vector<link_row> links = engine_links(eng);
-
-    std::string s;
-    s += fmt::format("\n--- moe run: {} ({} MoE layers x {} experts, top-{})\n", model_path, desc.layout.n_moe_layers,
-                     desc.layout.n_experts, desc.n_experts_used);
-    s += fmt::format("load       {:.3f} s, resident weights {}, backend {}\n", load_s, format_bytes(eng.resident_bytes()),
-                     eng.backend_name());
-    s += fmt::format("prompt     {} tokens in {:.3f} s = {:.1f} tokens/s\n", prompt_tokens.size(), prompt_s,
-                     rate(prompt_tokens.size(), prompt_s));
-    s += fmt::format("decode     {} tokens generated{}, {} evaluated in {:.3f} s = {:.1f} tokens/s\n", generated.size(),
-                     stopped_eog ? " (stopped at end-of-generation)" : "", n_decoded, decode_s,
-                     rate(n_decoded, decode_s));
-    s += fmt::format("memory     {} <= {} {} ({} in {})\n", format_footprint(fp),
-                     budget_auto ? "usable" : "budget", format_bytes(plan.budget_bytes),
-                     budget_auto ? "free memory less the margin" : "--vram-budget",
-                     eng.resident_backend_bytes() > 0 ? "VRAM" : "RAM");
-    s += fmt::format("cache      policy {}, prefetch {}, {} slots of {} = {} ({:.1f}% of {} experts)\n",
-                     eng.policy_name(), prefetch, n_slots, format_bytes(slot_bytes),
-                     format_bytes(uint64_t(n_slots) * slot_bytes),
-                     100.0 * double(n_slots) / double(std::max(1u, n_total_experts)), n_total_experts);
-    s +=
-        fmt::format("hit rate   {:.1f}% ({} hits, {} misses, {} evictions, {} prefetch loads, {} prefetch hits)\n",
-                    100.0 * tot.hit_rate(), tot.hits, tot.misses, tot.evictions, tot.prefetch_loads, tot.prefetch_hits);
-    s += "per layer ";
-    for (size_t l = 0; l < cs.layers.size(); ++l) s += fmt::format(" {}:{:.1f}%", l, 100.0 * cs.layers[l].hit_rate());
-    s += "\n";
-    s += fmt::format("loaded     {} ({} bytes) in {} loads; {:.3f} ms waiting on loads\n",
-                     format_bytes(tot.bytes_loaded), tot.bytes_loaded, tot.loads, double(tot.wait_ns) / 1e6);
-    const layer_stats host = eng.host_stats().total();
-    if (eng.has_host_tier())
-        s += fmt::format(
-            "host tier  {} slots = {} pinned RAM: {:.1f}% of the misses above served from RAM ({} hits, {} misses), "
-            "{} read from the file\n",
-            eng.n_host_slots(), format_bytes(uint64_t(eng.n_host_slots()) * slot_bytes), 100.0 * host.hit_rate(),
-            host.hits, host.misses, format_bytes(host.bytes_loaded));
-    s += links_summary(links);
-    const auto pf_layers = eng.prefetch_stats();
-    if (!pf_layers.empty()) s += prefetch_summary(cs, pf_layers, prefetch_depth, per_layer);
-    std::fputs(s.c_str(), stderr);
+    info.model_path = model_path;
+    info.prompt_tokens = pp.tokens;
+    if (!prompt.empty()) info.prompt_text = pp.text;
+    if (pp.chat) info.chat_template = std::string(chat_style_name(pp.chat->style));
+    if (tok) info.text = text;
+    info.plan = plan;
+    info.budget_auto = budget_auto;
+    info.prefetch = prefetch;
+    info.n_ctx = n_ctx;
+    std::fputs(run_summary(info, g, m, off, fp).c_str(), stderr);
 
     if (!trace_path.empty()) {
         write_trace(trace_path, trace);
         std::fprintf(stderr, "trace      %zu rows -> %s\n", trace.rows.size(), trace_path.c_str());
     }
     if (!stats_path.empty()) {
-        json j;
-        j["model"] = model_path;
-        j["prompt_tokens"] = prompt_tokens;
-        j["prompt_text"] = prompt.empty() ? json(nullptr) : json(prompt_text);
-        j["chat_template"] = chat_tpl ? json(std::string(chat_style_name(chat_tpl->style))) : json(nullptr);
-        j["tokens"] = generated;
-        j["text"] = tok ? json(text) : json(nullptr);
-        j["stopped_at_eog"] = stopped_eog;
-        j["hit_rate"] = tot.hit_rate();
-        j["prompt_tokens_per_s"] = rate(prompt_tokens.size(), prompt_s);
-        j["decode_tokens_per_s"] = rate(n_decoded, decode_s);
-        j["prompt_s"] = prompt_s;
-        j["decode_s"] = decode_s;
-        j["n_decoded"] = n_decoded;
-        // docs/prefetch.md defines these; all 0 with --prefetch none (no needed expert came from a prefetch).
-        prefetcher_layer_stats pf_tot;
-        for (const auto& p : pf_layers) pf_tot += p;
-        j["prefetch_recall"] = tot.prefetch_recall();
-        j["prefetch_precision"] = tot.prefetch_precision();
-        j["prefetch_wasted_bytes"] = tot.prefetch_unused_bytes;
-        j["prefetch_wasted"] = tot.prefetch_wasted();
-        j["prefetch_cancelled"] = tot.cancelled_loads;
-        j["prefetch_prediction_recall"] = pf_tot.prediction_recall();
-        j["prefetch_loads"] = tot.prefetch_loads;
-        j["prefetch_hits"] = tot.prefetch_hits;
-        j["prefetch_joins"] = tot.prefetch_joins;
-        j["prefetch_depth"] = use_prefetch ? prefetch_depth : 0;
-        j["prefetch_k"] = use_prefetch ? per_layer : 0;
-        json layers = json::array();
-        for (size_t l = 0; l < cs.layers.size(); ++l) {
-            const layer_stats& L = cs.layers[l];
-            layers.push_back({{"layer", l},
-                              {"hits", L.hits},
-                              {"misses", L.misses},
-                              {"hit_rate", L.hit_rate()},
-                              {"evictions", L.evictions},
-                              {"loads", L.loads},
-                              {"bytes_loaded", L.bytes_loaded},
-                              {"wait_ms", double(L.wait_ns) / 1e6},
-                              {"prefetch_recall", L.prefetch_recall()},
-                              {"prefetch_precision", L.prefetch_precision()},
-                              {"prefetch_wasted_bytes", L.prefetch_unused_bytes},
-                              {"prefetch_loads", L.prefetch_loads},
-                              {"prefetch_used", L.prefetch_used()},
-                              {"prefetch_cancelled", L.cancelled_loads},
-                              {"prefetch_prediction_recall",
-                               l < pf_layers.size() ? pf_layers[l].prediction_recall() : 0.0}});
-        }
-        j["per_layer"] = layers;
-        j["hits"] = tot.hits;
-        j["misses"] = tot.misses;
-        j["evictions"] = tot.evictions;
-        j["bytes_loaded"] = tot.bytes_loaded;
-        j["wait_ms"] = double(tot.wait_ns) / 1e6;
-        // The whole compute-memory budget (--vram-budget, or the usable free memory when sized automatically) and
-        // what the engine holds in it, measured after it was built.
-        j["budget_bytes"] = plan.budget_bytes;
-        j["budget_unlimited"] = false;
-        j["budget_auto"] = budget_auto;  // sized from free memory (no --vram-budget)
-        j["memory"] = {{"resident_bytes", fp.need.resident_bytes},
-                       {"kv_cache_bytes", fp.need.kv_bytes},
-                       {"workspace_bytes", fp.need.workspace_bytes},
-                       {"expert_slot_bytes", fp.expert_bytes()},
-                       {"total_bytes", fp.total()},
-                       {"budget_bytes", plan.budget_bytes},
-                       {"n_ctx", n_ctx}};
-        j["expert_budget_bytes"] = fp.expert_bytes();
-        j["links"] = links_json(links);
-        j["host_slots"] = eng.n_host_slots();
-        j["host_budget_bytes"] = uint64_t(eng.n_host_slots()) * slot_bytes;
-        j["host_hits"] = host.hits;
-        j["host_misses"] = host.misses;
-        j["host_hit_rate"] = host.hit_rate();
-        j["host_bytes_loaded"] = host.bytes_loaded;
-        j["n_slots"] = n_slots;
-        j["slot_bytes"] = slot_bytes;
-        j["policy"] = std::string(eng.policy_name());
-        j["backend"] = std::string(eng.backend_name());
-        j["prefetch"] = prefetch;
         std::ofstream out(stats_path);
         if (!out) fail("--stats-json {}: cannot open for writing", stats_path);
-        out << j.dump(1) << "\n";
+        out << dump_json(run_stats_json(info, g, m, off, fp)) << "\n";
         if (!out) fail("--stats-json {}: write failed", stats_path);
     }
     return 0;

@@ -18,7 +18,9 @@
 #include "cache/simulator.h"
 #include "cache/trace.h"
 #include "common/error.h"
+#include "common/printable.h"
 #include "common/units.h"
+#include "runtime/cli/cli_args.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
@@ -40,10 +42,10 @@ std::vector<std::string> parse_policy_list(const std::string& text) {
     while (std::getline(ss, name, ',')) {
         if (name.empty()) continue;
         if (std::find(valid.begin(), valid.end(), name) == valid.end())
-            fail("--policy: unknown policy '{}': valid policies are {}", name, fmt::join(valid, ", "));
+            fail_usage("--policy: unknown policy '{}': valid policies are {}", printable(name), fmt::join(valid, ", "));
         if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
     }
-    if (out.empty()) fail("--policy: empty list: valid policies are {}", fmt::join(valid, ", "));
+    if (out.empty()) fail_usage("--policy: empty list: valid policies are {}", fmt::join(valid, ", "));
     return out;
 }
 
@@ -158,7 +160,8 @@ int run_sim(int argc, char** argv) {
     std::string all = fmt::format("{}", fmt::join(policy_names(), ","));
     policies_text = all;
     app.add_option("--trace,-t", trace_path, "routing trace (moe-trace v1)")->required();
-    auto* cap_opt = app.add_option("--capacity,-n", capacity, "expert slots shared by all layers");
+    auto* cap_opt =
+        app.add_option("--capacity,-n", capacity, "expert slots shared by all layers")->check(unsigned_integer());
     auto* frac_opt = app.add_option("--capacity-frac,-f", frac, "capacity as a fraction of all experts, in (0, 1]");
     cap_opt->excludes(frac_opt);
     app.add_option("--policy,-p", policies_text, "comma-separated policies (" + all + ")")->default_str(all);
@@ -168,23 +171,25 @@ int run_sim(int argc, char** argv) {
     app.add_option("--target-hit-rate", target, "with --sweep: recommend the smallest capacity reaching this")
         ->default_val(0.9);
     app.add_option("--model,-m", model_path, "GGUF/safetensors model: report the bytes the misses would move");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e);
-    }
-    if (!capacity && !frac && !sweep) fail("give --capacity N or --capacity-frac F (or --sweep)");
-    if (frac && !(*frac > 0.0 && *frac <= 1.0)) fail("--capacity-frac {} is outside (0, 1]", *frac);
-    if (!(target > 0.0 && target <= 1.0)) fail("--target-hit-rate {} is outside (0, 1]", target);
+    if (auto status = parse_args(app, argc, argv)) return *status;
+    if (!capacity && !frac && !sweep) fail_usage("give --capacity N or --capacity-frac F (or --sweep)");
+    if (capacity && *capacity == 0) fail_usage("--capacity 0: expected at least 1 expert slot");
+    if (frac && !(*frac > 0.0 && *frac <= 1.0)) fail_usage("--capacity-frac {} is outside (0, 1]", *frac);
+    if (!(target > 0.0 && target <= 1.0)) fail_usage("--target-hit-rate {} is outside (0, 1]", target);
     std::vector<std::string> policies = parse_policy_list(policies_text);
 
     routing_trace t = read_trace(trace_path);
     if (t.rows.empty()) fail("{}: the trace has no rows", trace_path);
     uint64_t total = uint64_t(t.n_layers) * t.n_experts;
     if (frac) capacity = std::max<uint64_t>(1, uint64_t(std::llround(*frac * double(total))));
-    if (capacity && *capacity < t.top_k)
-        fail("capacity {} is smaller than the trace's top_k={}: one token's experts for one layer must fit", *capacity,
-             t.top_k);
+    if (capacity && *capacity < t.top_k) {
+        // A budget too small for the trace: the status moe inspect gives a budget below one layer's top-k.
+        fmt::print(stderr,
+                   "moe sim: error: capacity {} is smaller than the trace's top_k={}: one token's experts for one "
+                   "layer must fit\n",
+                   *capacity, t.top_k);
+        return k_exit_budget_too_small;
+    }
     if (capacity && *capacity > total) capacity = total;
     std::vector<uint64_t> bytes;
     if (!model_path.empty()) bytes = bytes_from_model(model_path, t);
@@ -197,7 +202,7 @@ int run_sim(int argc, char** argv) {
     nlohmann::json out;
     if (!json)
         fmt::print("trace: {} (model={}, {} layers x {} experts, top-{}, {} tokens, {} accesses)\n", trace_path,
-                   t.model, t.n_layers, t.n_experts, t.top_k, t.n_tokens(), t.n_accesses());
+                   printable(t.model), t.n_layers, t.n_experts, t.top_k, t.n_tokens(), t.n_accesses());
     if (capacity) {
         auto v = run_all(t, with_best, *capacity, bytes_ptr);
         if (json) {

@@ -1,7 +1,8 @@
 // Shared pieces of the compute kernels (norm.cu, rope.cu, attention.cu, route.cu, elementwise.cu): the launch
 // check and deterministic reductions. Every reduction here adds in one fixed order (lane-strided partials, then
 // a butterfly over the warp, then the warps in index order), never in arrival order, so a kernel gives the same
-// bits on every run and the forward pass keeps invariant 2 (the same logits at any expert budget) on the GPU.
+// bits on every run and the forward pass keeps invariant 2 of docs/invariants.md (the same logits at any expert
+// budget) on the GPU.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -399,7 +399,7 @@ TEST(capi_prefetch, error_paths) {
     EXPECT_EQ(moe_context_create_from_layout(f.layout, &o, &c), MOE_ERR_INVALID_ARGUMENT);
     o = options(MOE_PREFETCH_HISTORY, 0, 0);
     EXPECT_EQ(moe_context_create_from_layout(f.layout, &o, &c), MOE_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(moe_last_error()).find("prefetch_depth"), std::string::npos) << moe_last_error();
+    EXPECT_NE(std::string(moe_last_error()).find("prefetch depth 0"), std::string::npos) << moe_last_error();
 
     // moe_route_hidden without spec: unsupported, whatever the layout has.
     o = options(MOE_PREFETCH_HISTORY);

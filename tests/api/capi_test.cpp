@@ -196,7 +196,7 @@ TEST(capi, context_option_errors) {
     bad = o;
     bad.host_budget_bytes = 1;  // a host tier must hold as many slots as the expert tier above it
     EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_BUDGET);
-    EXPECT_NE(std::string(moe_last_error()).find("host_budget_bytes"), std::string::npos) << moe_last_error();
+    EXPECT_NE(std::string(moe_last_error()).find("host budget"), std::string::npos) << moe_last_error();
     bad = o;
     bad.tier = 7;
     EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_INVALID_ARGUMENT);
@@ -210,7 +210,8 @@ TEST(capi, context_option_errors) {
         bad = o;
         bad.tier = MOE_TIER_DEVICE;
         EXPECT_EQ(moe_context_create(f.model, &bad, &c), MOE_ERR_UNSUPPORTED);
-        EXPECT_NE(std::string(moe_last_error()).find("MOE_TIER_DEVICE"), std::string::npos);
+        EXPECT_NE(std::string(moe_last_error()).find("device memory need a usable CUDA device"), std::string::npos)
+            << moe_last_error();
     }
 
     // Budget: one layer pins top_k = 2 experts of one 24 KiB slot each.
@@ -334,7 +335,9 @@ TEST(capi, every_expert_exact_bytes_under_small_budget) {
     for (const char* policy : {"lru", "lfu", "lru-layer", "lfu-recent"}) {
         fixture f;
         ASSERT_EQ(moe_model_open(k_mixtral.c_str(), &f.model), MOE_OK);
-        moe_options o = options(2 * k_slot);
+        // The fewest slots each policy runs with: one layer's top-2; lru-layer: top-2 in each of the 2 layers' shares.
+        const uint64_t n_slots = std::string(policy) == "lru-layer" ? 4 : 2;
+        moe_options o = options(n_slots * k_slot);
         o.policy = policy;
         o.reader = MOE_READER_AUTO;
         ASSERT_EQ(moe_context_create(f.model, &o, &f.ctx), MOE_OK) << moe_last_error();
@@ -357,11 +360,11 @@ TEST(capi, every_expert_exact_bytes_under_small_budget) {
         EXPECT_EQ(s.hits + s.misses, fetched) << policy;
         EXPECT_GE(s.misses, 8u) << policy;                  // every expert loaded at least once
         EXPECT_EQ(s.bytes_loaded, s.loads * k_slot) << policy;
-        EXPECT_GE(s.evictions, 6u) << policy;               // 8 distinct experts through 2 slots
+        EXPECT_GE(s.evictions, 8u - n_slots) << policy;     // 8 distinct experts through n_slots slots
         moe_context_info ci{};
         ci.struct_size = sizeof(ci);
         ASSERT_EQ(moe_context_get_info(f.ctx, &ci), MOE_OK);
-        EXPECT_LE(ci.high_water_bytes, 2 * k_slot);          // the budget is hard
+        EXPECT_LE(ci.high_water_bytes, n_slots * k_slot);          // the budget is hard
     }
 }
 

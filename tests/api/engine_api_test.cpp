@@ -21,7 +21,7 @@
 #include "runtime/backend_cuda.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
-#include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 #include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 

@@ -41,6 +41,51 @@ if(TARGET mini_llm)
     endforeach()
 endif()
 
+# The examples' command lines are strict: a value that is not what the flag takes is refused with the reason and
+# exit status 2 (it used to become the default, unlimited, or wrap around); --help prints the usage. Run by
+# tests/runtime/cli_run.cmake (expected status and output).
+function(moe_example_flag_test name target rc regex)
+    string(JOIN "|" joined ${ARGN})
+    add_test(NAME ${name}
+             COMMAND ${CMAKE_COMMAND} -DMOE=$<TARGET_FILE:${target}> "-DARGS=${joined}" -DRC=${rc} "-DREGEX=${regex}"
+                     -DDIR=${PROJECT_BINARY_DIR}/api_example_flags/${name}
+                     -P ${PROJECT_SOURCE_DIR}/tests/runtime/cli_run.cmake)
+    set_tests_properties(${name} PROPERTIES WORKING_DIRECTORY ${PROJECT_SOURCE_DIR} LABELS "api;e2e" TIMEOUT 60)
+endfunction()
+set(_tiny_model ${PROJECT_SOURCE_DIR}/tests/fixtures/mixtral-tiny-f32.gguf)
+if(TARGET tiny_engine)
+    moe_example_flag_test(api_tiny_engine_flags.help tiny_engine 0 "^usage: tiny_engine MODEL" --help)
+    moe_example_flag_test(api_tiny_engine_flags.budget_text tiny_engine 2
+                          "tiny_engine: --budget 'abc': expected a positive number of bytes" ${_tiny_model} --budget abc)
+    moe_example_flag_test(api_tiny_engine_flags.budget_negative tiny_engine 2
+                          "tiny_engine: --budget '-1': expected a positive number of bytes" ${_tiny_model} --budget -1)
+    moe_example_flag_test(api_tiny_engine_flags.tokens tiny_engine 2 "tiny_engine: --tokens '4294967312': expected a count"
+                          ${_tiny_model} --tokens 4294967312)
+    moe_example_flag_test(api_tiny_engine_flags.missing_value tiny_engine 2 "tiny_engine: --trace needs a value"
+                          ${_tiny_model} --trace)
+    moe_example_flag_test(api_tiny_engine_flags.unknown tiny_engine 2 "tiny_engine: unknown argument --frobnicate"
+                          ${_tiny_model} --frobnicate 1)
+endif()
+if(TARGET mini_llm)
+    moe_example_flag_test(api_mini_llm_flags.help mini_llm 0 "^usage: mini_llm MODEL" --help)
+    moe_example_flag_test(api_mini_llm_flags.budget_text mini_llm 2
+                          "mini_llm: --budget 'abc': expected a positive number of bytes"
+                          ${_tiny_model} --prompt-ids 1,2 --budget abc)
+    moe_example_flag_test(api_mini_llm_flags.budget_negative mini_llm 2
+                          "mini_llm: --host-budget '-1': expected a positive number of bytes"
+                          ${_tiny_model} --prompt-ids 1,2 --host-budget -1)
+    # 4294967297 = 2^32 + 1 used to wrap around to token 1.
+    moe_example_flag_test(api_mini_llm_flags.token_id_wraps mini_llm 2
+                          "mini_llm: --prompt-ids '1,4294967297': expected 1 to 1024 comma-separated token ids"
+                          ${_tiny_model} --prompt-ids 1,4294967297)
+    moe_example_flag_test(api_mini_llm_flags.token_id_negative mini_llm 2 "mini_llm: --prompt-ids '1,-2'"
+                          ${_tiny_model} --prompt-ids 1,-2)
+    moe_example_flag_test(api_mini_llm_flags.n mini_llm 2 "mini_llm: -n '8x': expected a count"
+                          ${_tiny_model} --prompt-ids 1,2 -n 8x)
+    moe_example_flag_test(api_mini_llm_flags.depth mini_llm 2 "mini_llm: --prefetch-depth '0': expected a count"
+                          ${_tiny_model} --prompt-ids 1,2 --prefetch-depth 0)
+endif()
+
 add_test(NAME api_exported_symbols
          COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:moe_runtime_shared> -DNM=${CMAKE_NM}
                  -P ${CMAKE_CURRENT_LIST_DIR}/exports_check.cmake)

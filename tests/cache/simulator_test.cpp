@@ -109,6 +109,17 @@ TEST(simulate, capacity_below_top_k_is_an_error) {
     }
 }
 
+// A trace built in memory gets the reader's limits too: its shape sizes the replay's arrays.
+TEST(simulate, trace_shape_beyond_the_limits_is_an_error) {
+    routing_trace t = make_trace(20000, 20000, 2, {{0, {0, 1}}});
+    try {
+        simulate(t, "lru", 4);
+        FAIL() << "no error";
+    } catch (const error& e) {
+        EXPECT_EQ(std::string(e.what()), "simulate: trace: n_layers=20000 is above the limit of 4096 layers");
+    }
+}
+
 TEST(simulate, per_layer_quota_below_row_size_is_an_error) {
     routing_trace t = tiny_fixture();  // 2 layers, top-2: capacity 3 gives quotas 2 and 1
     EXPECT_THROW(simulate(t, "lru-layer", 3), error);

@@ -3,6 +3,8 @@
 #include "cache/trace.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <sstream>
@@ -15,6 +17,7 @@ namespace moe {
 namespace {
 
 const std::string HDR = "# moe-trace v1 model=tiny n_layers=2 n_experts=8 top_k=2\nseq,token,layer,experts,weights\n";
+constexpr const char* COLS = "seq,token,layer,experts,weights\n";
 
 routing_trace parse(const std::string& text) {
     std::istringstream in(text);
@@ -143,8 +146,63 @@ TEST(trace_read, missing_file) {
         read_trace("/nonexistent/x.trace");
         ADD_FAILURE() << "no error";
     } catch (const error& e) {
-        EXPECT_EQ(std::string(e.what()), "/nonexistent/x.trace: cannot open trace file");
+        EXPECT_EQ(std::string(e.what()), "/nonexistent/x.trace: cannot open trace file: No such file or directory");
     }
+}
+
+// Header sizes are checked against the documented limits before anything is sized from them.
+TEST(trace_read, header_beyond_the_limits) {
+    expect_error("# moe-trace v1 model=m n_layers=20000 n_experts=8 top_k=2\n",
+                 "trace.csv:1: header n_layers=20000 is above the limit of 4096 layers");
+    expect_error("# moe-trace v1 model=m n_layers=2 n_experts=100000 top_k=2\n",
+                 "trace.csv:1: header n_experts=100000 is above the limit of 65536 experts per layer");
+    expect_error("# moe-trace v1 model=m n_layers=2 n_experts=4096 top_k=2000\n",
+                 "trace.csv:1: header top_k=2000 is above the limit of 1024");
+    expect_error("# moe-trace v1 model=m n_layers=4096 n_experts=4096 top_k=2\n",
+                 "trace.csv:1: header n_layers x n_experts = 4096 x 4096 = 16777216 experts is above the limit of "
+                 "4194304 experts in all");
+    // At the limits: accepted.
+    routing_trace t = parse("# moe-trace v1 model=m n_layers=64 n_experts=65536 top_k=1024\n" + std::string(COLS));
+    EXPECT_EQ(t.n_experts, 65536u);
+}
+
+// A line is read only up to the limit: a stream without line ends costs bounded memory.
+TEST(trace_read, line_length_is_bounded) {
+    expect_error(std::string(k_trace_max_line_bytes + 1, 'x'),
+                 "trace.csv:1: line longer than the limit of 65536 bytes (not a moe-trace v1 file?)");
+    expect_error(HDR + "0,0,0,1," + std::string(k_trace_max_line_bytes, ' ') + "\n",
+                 "trace.csv:3: line longer than the limit of 65536 bytes (not a moe-trace v1 file?)");
+    // A line of exactly the limit is read (and refused for what it holds, not for its length).
+    std::string row = "0,0,0,1," + std::string(k_trace_max_line_bytes - 8, ' ');
+    EXPECT_EQ(parse(HDR + row + "\n").rows.size(), 1u);
+}
+
+// Pieces of the file quoted in messages are escaped: no control byte reaches the terminal, a NUL cuts nothing.
+TEST(trace_read, quoted_text_is_escaped) {
+    expect_error(HDR + "0,0,0,1\x1b[2J,\n", "trace.csv:3: expert id '1\\x1b[2J' is not a non-negative 32-bit integer");
+    expect_error(HDR + std::string("0,0,0,1,0.5", 11) + std::string("\0x", 2) + "\n",
+                 "trace.csv:3: weight '0.5\\x00x' is not a finite number");
+}
+
+TEST(trace_read, special_files_are_refused_before_reading) {
+    try {
+        read_trace("/dev/zero");
+        ADD_FAILURE() << "no error";
+    } catch (const error& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "/dev/zero: cannot read trace file: expected a regular file, found a character device");
+    }
+    // A FIFO without a writer: opening it for reading would block; it is refused at once.
+    const std::string fifo = ::testing::TempDir() + "trace_test_fifo";
+    ::unlink(fifo.c_str());
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    try {
+        read_trace(fifo);
+        ADD_FAILURE() << "no error";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("expected a regular file, found a FIFO"), std::string::npos) << e.what();
+    }
+    ::unlink(fifo.c_str());
 }
 
 TEST(trace_write, round_trip_is_exact) {
@@ -229,6 +287,33 @@ TEST(trace_gen, reuse_one_repeats_the_previous_token) {
     p.reuse = 1.0;
     routing_trace t = generate_trace(p);
     for (size_t i = 2; i < t.rows.size(); ++i) EXPECT_EQ(t.rows[i].experts, t.rows[i - 2].experts);
+}
+
+// Sizes are refused before anything is allocated: these would need terabytes.
+TEST(trace_gen, sizes_beyond_the_limits_are_refused) {
+    auto refused = [](synth_params p, const std::string& part) {
+        try {
+            generate_trace(p);
+            ADD_FAILURE() << "no error, expected: " << part;
+        } catch (const error& e) {
+            EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+        }
+    };
+    synth_params p;
+    p.n_layers = 1000000;
+    p.n_experts = 1000000;
+    refused(p, "n_layers=1000000 is above the limit of 4096 layers");
+    p.n_layers = 32;
+    refused(p, "n_experts=1000000 is above the limit of 65536 experts per layer");
+    p.n_experts = 8;
+    p.n_tokens = uint64_t(1) << 40;
+    refused(p, "above the limit of 2097152 rows");
+    p.n_tokens = uint64_t(-1);  // tokens x layers would wrap around
+    refused(p, "above the limit of 2097152 rows");
+    p.n_experts = 1024;
+    p.top_k = 1024;
+    p.n_tokens = 60000;  // 1.92M rows (within the limit), 1.97G accesses
+    refused(p, "above the limit of 16777216 expert accesses");
 }
 
 TEST(trace_fixtures, committed_traces_read) {

@@ -16,8 +16,8 @@ if(NOT MOE_SANITIZE AND NOT TARGET expert_cache_stress_tsan)
 
     if(MOE_COMPILER_HAS_TSAN)
         file(GLOB _moe_cache_tsan_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cache/*.cpp)
-        add_library(moe_cache_tsan STATIC ${_moe_cache_tsan_sources} ${PROJECT_SOURCE_DIR}/common/error.cpp
-                                          ${PROJECT_SOURCE_DIR}/common/units.cpp ${PROJECT_SOURCE_DIR}/common/gpu.cpp)
+        file(GLOB _moe_common_tsan_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/common/*.cpp)
+        add_library(moe_cache_tsan STATIC ${_moe_cache_tsan_sources} ${_moe_common_tsan_sources})
         target_include_directories(moe_cache_tsan PUBLIC ${PROJECT_SOURCE_DIR})
         target_compile_features(moe_cache_tsan PUBLIC cxx_std_20)
         # -O1 keeps TSan runs quick while leaving races visible; frame pointers give readable stacks.

@@ -1,7 +1,7 @@
 // GPU: the streamer filling a DEVICE tier: file -> pinned staging -> copy stream -> device slot. Every expert
 // (3 unaligned ranges of a few MiB, one ending at EOF) read back from its device slot equals the file bytes,
 // under evictions; a compute stream ordered with stream_wait() sees the bytes; an injected EIO reaches wait()
-// and leaves the expert ABSENT. Skips without a GPU. (Owner: the "streamer" helper, issue 4.)
+// and leaves the expert ABSENT. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -3,7 +3,6 @@
 // the staging + copy-engine path and under evictions; demand loads overtake queued prefetches, prefetches go
 // by priority then FIFO; joins and promotion; cancellation frees slots and leaves experts ABSENT; an injected
 // EIO reaches wait() with errno text and offset and a retry succeeds; destruction with work queued is clean.
-// (Owner: the "streamer" helper, issue 4.)
 #include "prefetch/streamer.h"
 
 #include <gtest/gtest.h>

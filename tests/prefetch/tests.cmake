@@ -1,4 +1,4 @@
-# prefetch/ end-to-end checks of `moe bench io` (owner: the I/O path). Every mode must read the same bytes
+# prefetch/ end-to-end checks of `moe bench io`. Every mode must read the same bytes
 # (--verify compares checksums across modes and exits non-zero otherwise), single-file and split models.
 add_test(NAME prefetch_bench_io_model
          COMMAND moe bench io -m tests/fixtures/mixtral-tiny-q8_0.gguf --verify --json --qd 4 --chunk 8K

@@ -171,7 +171,7 @@ TEST(bf16, widening_is_a_shift_and_narrowing_rounds_to_even) {
     EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x00018000u)), 0x0002);
 }
 
-// ---- hand-computed blocks: layouts written out from model-formats.md §2.3 ------------------------------------
+// ---- hand-computed blocks: layouts written out from docs/model-formats.md §2.2 ------------------------------
 
 TEST(dequant_layout, q4_0_low_nibbles_first) {
     std::vector<uint8_t> b = half_bytes(0x4000);  // d = 2

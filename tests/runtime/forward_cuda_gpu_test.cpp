@@ -60,7 +60,7 @@ TEST_F(forward_cuda, matches_transformers_and_the_cpu_backend) {
             try {
                 engine e(path, gpu_config());
                 EXPECT_EQ(e.backend_name(), "cuda");
-                EXPECT_GT(e.resident_backend_bytes(), 0u) << "resident weights were not uploaded";
+                EXPECT_TRUE(e.get_model().on_gpu() && e.resident_bytes() > 0) << "resident weights were not uploaded";
                 got = run_all(e, m);
             } catch (const error& ex) {
                 // A model the forward pass does not run (yet) is refused the same way on both backends.

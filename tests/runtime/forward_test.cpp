@@ -27,7 +27,8 @@
 #endif
 
 // Counts heap allocations made by the calling thread while `g_counting` is set (invariant 5: nothing is allocated
-// in the token loop). Replacing the global operator new is allowed in a program; this binary is that program.
+// in the token loop; docs/invariants.md). Replacing the global operator new is allowed in a program; this binary
+// is that program.
 // g_all_threads counts every thread's allocations (the streamer's and readers' threads too) while it is set.
 namespace {
 thread_local bool g_counting = false;

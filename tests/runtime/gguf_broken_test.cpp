@@ -197,6 +197,39 @@ TEST(gguf_broken, bad_alignment_values) {
     EXPECT_REFUSED(w.build().bytes, "general.alignment", "power of two");
 }
 
+// Names from the file are quoted escaped: a NUL no longer ends the message (printf would stop there), a control
+// byte never reaches the terminal, and the reason after the name survives.
+TEST(gguf_broken, names_with_control_bytes_are_escaped) {
+    const std::string evil = std::string("blk.0\0x", 7) + "\x1b]0;pwned\x07\xff.weight";
+    const std::string shown = "blk.0\\x00x\\x1b]0;pwned\\x07\\xff.weight";
+    auto w = small_model();
+    w.tensor(evil, 0, {4}).tensor(evil, 0, {4});
+    std::string m = parse_error(w.build().bytes);
+    EXPECT_NE(m.find("tensor[4] '" + shown + "' name: expected unique tensor names, found duplicate tensor name '" +
+                     shown + "'"),
+              std::string::npos)
+        << m;
+    EXPECT_EQ(m.find('\0'), std::string::npos);
+    EXPECT_EQ(m.find('\x1b'), std::string::npos);
+
+    auto img = small_model().tensor(evil, 0, {4}).build();
+    patch<uint32_t>(img.bytes, img.at["tensor[3].type"], 99);
+    m = parse_error(img.bytes);
+    EXPECT_NE(m.find("tensor[3] '" + shown + "' type: expected a supported ggml type id, found 99"), std::string::npos)
+        << m;
+
+    const std::string key = std::string("general.\0name", 13) + "\x1b[2J";
+    auto k = small_model();
+    k.str(key, "x").str(key, "y");
+    m = parse_error(k.build().bytes);
+    EXPECT_NE(m.find("duplicate key 'general.\\x00name\\x1b[2J'"), std::string::npos) << m;
+    // Valid UTF-8 stays as it is.
+    auto u = small_model();
+    u.tensor("blk.0.\xc3\xa9t\xc3\xa9", 0, {4}).tensor("blk.0.\xc3\xa9t\xc3\xa9", 0, {4});
+    m = parse_error(u.build().bytes);
+    EXPECT_NE(m.find("duplicate tensor name 'blk.0.\xc3\xa9t\xc3\xa9'"), std::string::npos) << m;
+}
+
 // ---- split sets on disk
 
 struct split_dir {

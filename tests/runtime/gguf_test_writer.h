@@ -1,4 +1,4 @@
-// A tiny GGUF writer for tests, written from the spec (model-formats.md §1.1) and independent of the reader: it
+// A tiny GGUF writer for tests, written from the format (docs/model-formats.md §1.1) and independent of the reader: it
 // builds in-memory images and records where each field sits, so broken-file tests can patch exact bytes.
 #pragma once
 
@@ -43,7 +43,7 @@ struct byte_buf {
     size_t size() const { return b.size(); }
 };
 
-// Block traits for the few ggml types the tests use (values from model-formats.md §2.2, not from the reader).
+// Block traits for the few ggml types the tests use (values from docs/model-formats.md §2.1, not from the reader).
 inline uint64_t test_type_bytes(uint32_t type, const std::vector<int64_t>& ne) {
     uint64_t blk = 1, bb = 0;
     switch (type) {

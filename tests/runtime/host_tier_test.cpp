@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 #include "runtime/engine.h"
-#include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 
 namespace moe {
 namespace {

@@ -17,7 +17,7 @@
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
-#include "runtime/model_weights.h"
+#include "runtime/resident_weights.h"
 
 namespace moe::test {
 

@@ -316,6 +316,57 @@ TEST(safetensors_broken, bad_index) {
     }
 }
 
+// A shard named by the index must lie inside the model's directory: ".." components and absolute paths are
+// refused with the index and the entry named, before anything is opened (a real, valid file waits outside).
+TEST(safetensors_broken, shard_paths_outside_the_directory) {
+    sharded_model m;
+    json outside;
+    outside["x"] = entry("F32", {2, 2}, 0, 16);
+    outside["y"] = entry("F16", {4}, 16, 24);
+    const fs::path escaped = m.d.dir.parent_path() / ("moe_st_test_outside_" + std::to_string(::getpid()) + ".st");
+    {
+        auto b = st_image(outside, 24);
+        std::ofstream(escaped, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), long(b.size()));
+    }
+    const std::string up = "../" + escaped.filename().string();
+    for (const std::string& shard :
+         {up, std::string("../../../../etc/passwd"), std::string("/etc/passwd"), "sub/../" + up, escaped.string(),
+          std::string("model-00001-of-00002.safetensors\0x", 34)}) {
+        m.index["weight_map"]["x"] = shard;
+        m.index["weight_map"]["y"] = shard;
+        m.write_index();
+        std::string e = m.error_of();
+        EXPECT_NE(e.find("model.safetensors.index.json: weight_map['x']: expected a shard file name inside the model's "
+                         "directory (relative, without '..'), found '"),
+                  std::string::npos)
+            << shard << ": " << e;
+    }
+    fs::remove(escaped);
+}
+
+// A shard in a subdirectory of the model's directory is inside it: accepted.
+TEST(safetensors, shard_in_a_subdirectory) {
+    sharded_model sub;
+    fs::create_directories(sub.d.dir / "shards");
+    fs::rename(sub.d.dir / "model-00001-of-00002.safetensors", sub.d.dir / "shards/model-00001-of-00002.safetensors");
+    sub.index["weight_map"]["x"] = "shards/model-00001-of-00002.safetensors";
+    sub.index["weight_map"]["y"] = "shards/model-00001-of-00002.safetensors";
+    sub.write_index();
+    EXPECT_EQ(sub.error_of(), "");
+}
+
+// Names from the file are quoted escaped (a NUL would cut the printed message short, an escape sequence would
+// reach the terminal); the reason after the name survives.
+TEST(safetensors_broken, names_with_control_bytes_are_escaped) {
+    json h = small_header();
+    h[std::string("evil\0\x1b[31m", 10)] = entry("Q9", {1}, 64, 65);
+    const std::string m = parse_error(st_image(h, 65));
+    EXPECT_NE(m.find("tensor 'evil\\x00\\x1b[31m': dtype: expected a supported dtype"), std::string::npos) << m;
+    EXPECT_NE(m.find("found unknown dtype 'Q9'"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\0'), std::string::npos);
+    EXPECT_EQ(m.find('\x1b'), std::string::npos);
+}
+
 TEST(safetensors_broken, bad_files_on_disk) {
     fs::path p = fs::path(MOE_SOURCE_DIR) / "tests/fixtures/bad/truncated.safetensors";
     if (!fs::exists(p)) GTEST_SKIP();

@@ -1,4 +1,4 @@
-// Tensor type traits against the block-size table of model-formats.md §2.2 (hand-copied here, not derived from
+// Tensor type traits against the block-size table of docs/model-formats.md §2.1 (hand-copied here, not derived from
 // the code under test), the refused ids, safetensors dtypes, and overflow-safe byte counts.
 #include "runtime/tensor_types.h"
 

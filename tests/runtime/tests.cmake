@@ -72,13 +72,15 @@ moe_inspect_test(bad.dense_model RC 1 REGEX "not a Mixture-of-Experts model: .*l
                  ARGS inspect ${_fx}/dense-tiny-f16.gguf)
 moe_inspect_test(bad.missing_file RC 1 REGEX "no-such-model\\.gguf"
                  ARGS inspect ${_fx}/no-such-model.gguf)
-moe_inspect_test(bad.budget_suffix RC 1 REGEX "--vram-budget"
+# A bad flag value: exit status 2 (tests_cli_flags.cmake checks the convention for every command).
+moe_inspect_test(bad.budget_suffix RC 2 REGEX "--vram-budget"
                  ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --vram-budget 12Q)
 moe_inspect_test(bad.no_model_arg RC 2 REGEX "model is required" ARGS inspect)
 moe_inspect_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS inspect ${_fx}/mixtral-tiny-q8_0.gguf --frobnicate)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_run.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_run_flags.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_bench.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/tests_cli_flags.cmake)
 
 # The CPU kernels are chosen at run time (runtime/cpu_dot.h): CI's default run exercises the best instruction set
 # of its machine. These runs repeat the fidelity and invariant tests with each other kernel set, so a kernel that
