@@ -239,21 +239,29 @@ routing_trace read_trace(const std::string& path) {
     return parse_trace(in, path);
 }
 
-void write_trace(std::ostream& out, const routing_trace& t) {
+std::string trace_header(const routing_trace& t) {
     if (t.model.empty() || t.model.find_first_of(" \t\r\n") != std::string::npos)
         fail("trace model name '{}' must be non-empty without spaces", t.model);
-    out << fmt::format("{} model={} n_layers={} n_experts={} top_k={}\n{}\n", MAGIC, t.model, t.n_layers, t.n_experts,
+    return fmt::format("{} model={} n_layers={} n_experts={} top_k={}\n{}\n", MAGIC, t.model, t.n_layers, t.n_experts,
                        t.top_k, COLUMNS);
+}
+
+void format_trace_row(std::string& line, const trace_row& r) {
+    line = fmt::format("{},{},{},", r.seq, r.token, r.layer);
+    for (size_t i = 0; i < r.experts.size(); ++i)
+        fmt::format_to(std::back_inserter(line), "{}{}", i ? " " : "", r.experts[i]);
+    line += ',';
+    // {} prints the shortest representation that reads back to the same float, so round trips are exact.
+    for (size_t i = 0; i < r.weights.size(); ++i)
+        fmt::format_to(std::back_inserter(line), "{}{}", i ? " " : "", r.weights[i]);
+    line += '\n';
+}
+
+void write_trace(std::ostream& out, const routing_trace& t) {
+    out << trace_header(t);
     std::string line;
     for (const auto& r : t.rows) {
-        line = fmt::format("{},{},{},", r.seq, r.token, r.layer);
-        for (size_t i = 0; i < r.experts.size(); ++i)
-            fmt::format_to(std::back_inserter(line), "{}{}", i ? " " : "", r.experts[i]);
-        line += ',';
-        // {} prints the shortest representation that reads back to the same float, so round trips are exact.
-        for (size_t i = 0; i < r.weights.size(); ++i)
-            fmt::format_to(std::back_inserter(line), "{}{}", i ? " " : "", r.weights[i]);
-        line += '\n';
+        format_trace_row(line, r);
         out << line;
     }
 }

@@ -49,6 +49,10 @@ routing_trace parse_trace(std::istream& in, const std::string& name);
 // Reads a trace file: a regular file (a FIFO or a device such as /dev/zero is refused before it is read).
 routing_trace read_trace(const std::string& path);
 void write_trace(std::ostream& out, const routing_trace& t);
+// The pieces of write_trace, for writers that stream rows as they happen: the two header lines (t's rows are
+// ignored), and one row as a line (into `line`, replacing what it held; newline included).
+std::string trace_header(const routing_trace& t);
+void format_trace_row(std::string& line, const trace_row& r);
 void write_trace(const std::string& path, const routing_trace& t);
 
 }  // namespace moe

@@ -19,6 +19,11 @@ struct usage_error : error {
     using error::error;
 };
 
+// A budget too small for what one token needs (the `moe` tool exits 3 for these).
+struct budget_error : error {
+    using error::error;
+};
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
     throw error(fmt::format(f, std::forward<Args>(args)...));

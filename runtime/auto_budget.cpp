@@ -116,10 +116,10 @@ memory_need estimate_memory_need(const model_file& file, const model_desc& d, in
                          H * C + (head_rows + 1) * V + E + D) *
                         sizeof(float);
     // Routing of a batch (ids, weights, their device copies, output pointers), gathers, pins and groups,
-    // per-expert marks, the MoE layer table, and the speculative router logits of the layers ahead (device and
+    // per-expert marks, visiting order and output rows, the MoE layer table, and the speculative router logits of the layers ahead (device and
     // host copies; the prefetcher looks at most every layer ahead).
     n.workspace_bytes += B * K * (4 * sizeof(float) + sizeof(void*)) + 2 * B * sizeof(int) + K * (64 + sizeof(int)) +
-                         E * (1 + sizeof(int)) + Ln * sizeof(int) + 2 * Ln * E * sizeof(float);
+                         E * (1 + 2 * sizeof(int)) + Ln * sizeof(int) + 2 * Ln * E * sizeof(float);
     if (cuda) n.workspace_bytes += cuda_backend_workspace_bytes();
     return n;
 }
@@ -153,14 +153,14 @@ budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64
     const uint64_t left = budget > need.total() ? budget - need.total() : 0;
     const uint64_t fit = left / slot_bytes;
     if (fit < min_slots)
-        fail(
+        throw budget_error(fmt::format(
             "{}: {} {} ({} bytes) is too small: it must hold the resident weights, the KV cache and the workspaces "
             "besides the expert slots, and {}, so it needs at least {} ({} bytes) = {}",
             source, flag, format_bytes(budget), budget,
             reason.empty() ? fmt::format("the forward pass pins one layer's top-{} experts at once", min_slots)
                            : std::string(reason),
             format_bytes(p.min_budget_bytes),
-            p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes));
+            p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes)));
     p.every_expert = fit >= n_experts_total;
     p.n_slots = uint32_t(std::min<uint64_t>(fit, n_experts_total));
     return p;

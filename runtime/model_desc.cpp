@@ -212,6 +212,7 @@ private:
         _d.rope_freq_base = _f.meta_float(_pfx + "rope.freq_base").value_or(10000.0);
         gguf_rope_scaling();
         _d.rms_eps = _f.meta_float(_pfx + "attention.layer_norm_rms_epsilon").value_or(1e-5);
+        _d.n_ctx_train = int(std::clamp<int64_t>(gguf_int(_pfx + "context_length").value_or(0), 0, INT32_MAX));
         if (auto v = gguf_int(_pfx + "vocab_size"))
             _d.n_vocab = int(*v);
         else if (const tensor_desc* te = _f.find("token_embd.weight"); te && te->n_dims == 2)
@@ -455,6 +456,7 @@ private:
         _d.n_embd = int(cfg_req("hidden_size"));
         _d.n_head = int(cfg_req("num_attention_heads"));
         _d.n_head_kv = int(cfg_int("num_key_value_heads").value_or(_d.n_head));
+        _d.n_ctx_train = int(std::clamp<int64_t>(cfg_int("max_position_embeddings").value_or(0), 0, INT32_MAX));
         _d.n_vocab = int(cfg_int("vocab_size").value_or(0));
         auto n_exp = cfg_int("num_local_experts");
         if (!n_exp) n_exp = cfg_int("num_experts");

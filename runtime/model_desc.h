@@ -90,6 +90,8 @@ struct model_desc {
     double rope_freq_base = 10000.0;
     rope_scaling rope_scale;
     double rms_eps = 1e-5;
+    int n_ctx_train = 0;       // positions the model was trained for (context_length / max_position_embeddings);
+                               // 0 when the file does not say
     gating_func gating = gating_func::SOFTMAX;
     bool norm_topk = false;    // renormalise the selected weights
     double weights_scale = 1.0;

@@ -34,7 +34,7 @@ void session::logits(std::span<const int> tokens, std::span<float> out) {
 }
 
 generation session::generate(std::span<const int> prompt, int n_predict, const tokenizer* tok,
-                             const token_fn& on_token, generation* partial) {
+                             const token_fn& on_token, generation* partial, const generate_hooks& hooks) {
     generation g;
     generation& out = partial ? *partial : g;
     out = generation{};
@@ -47,9 +47,22 @@ generation session::generate(std::span<const int> prompt, int n_predict, const t
     for (int t : prompt) smp.accept(t);
     reset();
     out.n_prompt = prompt.size();
+    const auto stop = [&] { return hooks.stop && hooks.stop->load(std::memory_order_relaxed); };
     const auto t_prompt = clock_type::now();
-    const float* logits = eval(prompt);
+    const size_t B = size_t(_cfg.n_batch);
+    const float* logits = nullptr;
+    for (size_t i = 0; i < prompt.size(); i += B) {
+        if (stop()) {
+            out.interrupted = true;
+            out.prompt_s = seconds_since(t_prompt);
+            return partial ? *partial : g;
+        }
+        const size_t n = std::min(B, prompt.size() - i);
+        logits = _fwd.eval(prompt.subspan(i, n), nullptr);
+        if (hooks.prefill_progress) hooks.prefill_progress(i + n, prompt.size());
+    }
     out.prompt_s = seconds_since(t_prompt);
+    out.prefill_done = true;
 
     const size_t V = size_t(_m.desc().n_vocab);
     while (true) {
@@ -67,6 +80,10 @@ generation session::generate(std::span<const int> prompt, int n_predict, const t
         if (int(out.tokens.size()) >= n_predict) break;
         if (int(prompt.size() + out.tokens.size()) >= _cfg.n_ctx) {
             out.context_full = true;
+            break;
+        }
+        if (stop()) {
+            out.interrupted = true;
             break;
         }
         const auto t0 = clock_type::now();

@@ -10,6 +10,7 @@
 // threads (their forward steps take the model's compute lock and run one after another).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -32,9 +33,20 @@ struct generation {
     bool stopped_eog = false;  // stopped at an end-of-generation token
     bool context_full = false; // stopped because the context was full
     bool stopped_by_caller = false;  // on_token asked to stop
+    bool interrupted = false;  // generate_hooks::stop was raised (a signal): stopped between two steps
+    bool prefill_done = false; // the whole prompt was evaluated
     uint64_t n_prompt = 0;
     uint64_t n_decoded = 0;  // decode steps (the last generated token is sampled, never evaluated)
     double prompt_s = 0.0, decode_s = 0.0;
+};
+
+// Optional hooks of a generation.
+struct generate_hooks {
+    // Polled between prefill chunks and before each decode step; when it reads true, generation stops there with
+    // generation::interrupted set (a signal handler raises it).
+    const std::atomic<bool>* stop = nullptr;
+    // Told after each prefill chunk: prompt tokens evaluated so far, of the total.
+    std::function<void(size_t done, size_t total)> prefill_progress;
 };
 
 class session {
@@ -65,7 +77,7 @@ public:
     // of `tok` (when given) or a full context. Exceptions (a failed expert load, ...) propagate; what was generated
     // before is in `partial` when it is not null.
     generation generate(std::span<const int> prompt, int n_predict, const tokenizer* tok, const token_fn& on_token,
-                        generation* partial = nullptr);
+                        generation* partial = nullptr, const generate_hooks& hooks = {});
 
     // Bytes of the KV cache and the workspaces (what this session adds to the compute memory).
     uint64_t workspace_bytes() const { return _fwd.workspace_bytes(); }

@@ -209,6 +209,7 @@ json describe_json(const model_file& f, const model_desc& d, const histogram& h)
                   {"factor", d.rope_scale.factor},
                   {"original_context", d.rope_scale.orig_ctx}}},
                 {"rms_eps", d.rms_eps},
+                {"context_length", d.n_ctx_train},
                 {"gating", gating_name(d.gating)},
                 {"norm_topk", d.norm_topk},
                 {"weights_scale", d.weights_scale},
@@ -260,6 +261,10 @@ void print_human(const model_file& f, const model_desc& d, const histogram& h, c
                 d.norm_topk ? ", top-k weights renormalised" : "",
                 d.weights_scale != 1.0 ? fmt::format(", scaled x{}", d.weights_scale).c_str() : "", rope_name(d.rope),
                 d.n_rot, d.rope_freq_base, scaling.c_str());
+    if (d.n_ctx_train > 0)
+        std::printf("context      %d positions trained (moe run's default --ctx stops there)\n", d.n_ctx_train);
+    else
+        std::printf("context      not given by the file\n");
     std::printf("tensor types\n");
     print_types("experts", h.experts);
     print_types("resident", h.resident);
@@ -350,7 +355,9 @@ int run_inspect(int argc, char** argv) {
     histogram h = tensor_histogram(f, d);
 
     std::vector<tier_plan> plans;
-    const bool cuda = computes_on_cuda(parse_backend(backend_text));
+    // Only a capacity plan depends on the backend: without one, --backend auto never looks for a GPU (which would
+    // initialise CUDA just to describe a file).
+    const bool cuda = (vram || host) && computes_on_cuda(parse_backend(backend_text));
     const int n_batch = engine_config{}.n_batch;  // moe run's prefill chunk
     if (vram) plans.push_back(plan_vram(*vram, estimate_memory_need(f, d, n_ctx, n_batch, cuda), d, path));
     if (host) plans.push_back(plan_host(*host, d));

@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
     } catch (const moe::usage_error& e) {
         std::fprintf(stderr, "moe %s: error: %s\n(see moe %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
         return 2;
+    } catch (const moe::budget_error& e) {
+        std::fprintf(stderr, "moe %s: error: %s\n", cmd.c_str(), e.what());
+        return 3;
     } catch (const moe::error& e) {
         std::fprintf(stderr, "moe %s: error: %s\n", cmd.c_str(), e.what());
         return 1;

@@ -13,6 +13,10 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -31,6 +35,7 @@
 #include "runtime/chat_template.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/output_file.h"
 #include "runtime/cli/progress.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
@@ -160,89 +165,93 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
     return s;
 }
 
-}  // namespace
 
-int run_run(int argc, char** argv) {
+// Everything `moe run` takes from its command line.
+struct run_flags {
+    std::string model_path, prompt, prompt_ids_text, budget_text, host_budget_text, policy = "lru";
+    std::string prefetch = "none", trace_path, stats_path, backend_text = "auto";
+    int n_predict = 32, n_threads = 1, n_ctx = 0, prefetch_depth = 1, prefetch_k = 0;
+    bool chat = false;
+    sampler_config sc;
+};
+
+// Parses the flags into f; returns an exit status when the command is done (help, or a parse error: 2).
+std::optional<int> parse_run_flags(int argc, char** argv, run_flags& f) {
     CLI::App app{
         "Generate text with a Mixture-of-Experts model, streaming experts through a cache of the given "
         "budget. Tokens go to stdout as they are produced; a summary (speed, hit rates, bytes loaded) "
         "goes to stderr.",
         "moe run"};
-    std::string model_path, prompt, prompt_ids_text, budget_text, policy = "lru", prefetch = "none";
-    std::string trace_path, stats_path;
-    int n_predict = 32, n_threads = 1, n_ctx = 0, prefetch_depth = 1, prefetch_k = 0;
-    sampler_config sc;
-    app.add_option("-m,--model", model_path,
+    app.add_option("-m,--model", f.model_path,
                    "model file: .gguf (first shard of a split set), .safetensors, or a "
                    "directory")
         ->required();
-    auto* p_opt = app.add_option("-p,--prompt", prompt, "prompt text (encoded with the model's tokenizer, BOS added)");
-    auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text,
+    auto* p_opt = app.add_option("-p,--prompt", f.prompt, "prompt text (encoded with the model's tokenizer, BOS added)");
+    auto* ids_opt = app.add_option("--prompt-ids", f.prompt_ids_text,
                                    "the prompt as comma-separated token ids (e.g. 1,17,42), for models without a "
                                    "tokenizer; nothing is added");
     p_opt->excludes(ids_opt);
-    bool chat = false;
-    app.add_flag("--chat", chat,
+    app.add_flag("--chat", f.chat,
                  "wrap the prompt in the model's chat template (tokenizer.chat_template, or the architecture's when "
                  "the file has none) as one user turn followed by the assistant prefix")
         ->excludes(ids_opt);
-    std::string host_budget_text;
-    app.add_option("--host-budget", host_budget_text,
+    app.add_option("--host-budget", f.host_budget_text,
                    "pinned host RAM for a second level of expert slots under the first (experts evicted from the "
                    "first stay there, so a miss is a memory copy instead of a file read), e.g. 32G. Default: none, "
                    "except with a GPU backend and no --vram-budget, where it is sized from free RAM");
-    app.add_option("-n,--n-predict", n_predict, "most tokens to generate (stops earlier at an end-of-generation token)")
+    app.add_option("-n,--n-predict", f.n_predict, "most tokens to generate (stops earlier at an end-of-generation token)")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
-    app.add_option("--vram-budget", budget_text,
+    app.add_option("--vram-budget", f.budget_text,
                    "the whole compute memory the model may use, e.g. 8G (an 8 GB card), 512M: resident weights, KV "
                    "cache and workspaces come first, expert slots get the rest; VRAM with the cuda backend, RAM with "
                    "the cpu backend. Too small for those plus one layer's top-k slots: refused with the minimum. "
                    "Default: sized from free memory (free VRAM with a GPU backend, MemAvailable on the CPU) less a "
                    "margin, at most every expert; what it chose is printed");
-    app.add_option("--policy", policy, "eviction policy of the expert cache (lru, lfu, ...: see moe sim --help)")
+    app.add_option("--policy", f.policy, "eviction policy of the expert cache (lru, lfu, ...: see moe sim --help)")
         ->capture_default_str();
-    app.add_option("--prefetch", prefetch,
+    app.add_option("--prefetch", f.prefetch,
                    "load experts before they are needed (decode): none; spec, the next layers' routers applied to "
                    "the current hidden state; history, experts that followed the current ones before; both "
                    "(docs/prefetch.md)")
         ->check(CLI::IsMember({"none", "spec", "history", "both"}))
         ->capture_default_str();
-    app.add_option("--prefetch-depth", prefetch_depth, "MoE layers predicted ahead at each layer")
+    app.add_option("--prefetch-depth", f.prefetch_depth, "MoE layers predicted ahead at each layer")
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
-    app.add_option("--prefetch-k", prefetch_k, "experts guessed per predicted layer (0 = the model's top-k)")
+    app.add_option("--prefetch-k", f.prefetch_k, "experts guessed per predicted layer (0 = the model's top-k)")
         ->check(CLI::Range(0, 1 << 16))
         ->capture_default_str();
-    app.add_option("--trace", trace_path, "write every routing decision (prompt and generated tokens) as moe-trace v1");
-    app.add_option("--stats-json", stats_path, "write generated tokens, text and cache figures as JSON");
-    app.add_option("--seed", sc.seed, "random seed for sampling (same seed, same tokens)")->capture_default_str();
-    app.add_option("--temp", sc.temperature, "temperature; 0 = greedy (argmax)")
+    app.add_option("--trace", f.trace_path, "write every routing decision (prompt and generated tokens) as moe-trace v1");
+    app.add_option("--stats-json", f.stats_path, "write generated tokens, text and cache figures as JSON");
+    app.add_option("--seed", f.sc.seed, "random seed for sampling (same seed, same tokens)")->capture_default_str();
+    app.add_option("--temp", f.sc.temperature, "temperature; 0 = greedy (argmax)")
         ->check(CLI::Range(0.0f, 100.0f))
         ->capture_default_str();
-    app.add_option("--top-k", sc.top_k, "keep the k most likely tokens (0 = off)")
+    app.add_option("--top-k", f.sc.top_k, "keep the k most likely tokens (0 = off)")
         ->check(CLI::Range(0, 1 << 30))
         ->capture_default_str();
-    app.add_option("--top-p", sc.top_p, "nucleus sampling: keep the most likely tokens up to this mass (1 = off)")
+    app.add_option("--top-p", f.sc.top_p, "nucleus sampling: keep the most likely tokens up to this mass (1 = off)")
         ->check(CLI::Range(0.0f, 1.0f))
         ->capture_default_str();
-    app.add_option("--min-p", sc.min_p, "drop tokens less likely than min-p times the most likely (0 = off)")
+    app.add_option("--min-p", f.sc.min_p, "drop tokens less likely than min-p times the most likely (0 = off)")
         ->check(CLI::Range(0.0f, 1.0f))
         ->capture_default_str();
-    app.add_option("--repeat-penalty", sc.repeat_penalty,
+    app.add_option("--repeat-penalty", f.sc.repeat_penalty,
                    "llama.cpp repetition penalty over the last 64 tokens (1 = off)")
         ->check(CLI::Range(0.0f, 100.0f))
         ->capture_default_str();
-    std::string backend_text = "auto";
-    app.add_option("--backend", backend_text,
+    app.add_option("--backend", f.backend_text,
                    "where the model computes: cuda (expert slots and resident weights in VRAM), cpu (RAM), or auto "
                    "(cuda when a GPU is usable)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
         ->capture_default_str();
-    app.add_option("--threads", n_threads, "CPU threads for the matrix products (0 = one per hardware thread)")
+    app.add_option("--threads", f.n_threads, "CPU threads for the matrix products (0 = one per hardware thread)")
         ->check(CLI::Range(0, 4096))
         ->capture_default_str();
-    app.add_option("--ctx", n_ctx, "context length (KV cache positions); default: prompt + n-predict")
+    app.add_option("--ctx", f.n_ctx,
+                   "context length (KV cache positions, allocated up front and printed); default: the prompt + "
+                   "n-predict, at most the model's trained context")
         ->check(CLI::Range(0, 1 << 24));
     try {
         app.parse(argc, argv);
@@ -252,49 +261,144 @@ int run_run(int argc, char** argv) {
         std::fprintf(stderr, "moe run: error: %s\n(see moe run --help)\n", e.what());
         return 2;
     }
-    if (prompt.empty() && prompt_ids_text.empty()) {
+    if (f.prompt.empty() && f.prompt_ids_text.empty()) {
         std::fprintf(stderr,
                      "moe run: error: a prompt is required: -p TEXT or --prompt-ids 1,2,3\n(see moe run --help)\n");
         return 2;
     }
-    if (sc.top_p <= 0.0f) fail("--top-p {}: expected a value in (0, 1]", sc.top_p);
-    if (sc.repeat_penalty <= 0.0f) fail("--repeat-penalty {}: expected a value > 0 (1 = off)", sc.repeat_penalty);
+    return std::nullopt;
+}
 
+// Set by SIGINT / SIGTERM: generation stops between two steps and the run finishes cleanly.
+std::atomic<bool> g_stop{false};
+volatile std::sig_atomic_t g_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+    g_signal = sig;
+    g_stop.store(true, std::memory_order_relaxed);
+}
+
+// Installs the handlers for the run and puts the old ones back at the end. A second Ctrl-C ends the process at
+// once (SA_RESETHAND). SIGPIPE is ignored: a closed stdout shows as a failed write, which the run handles.
+class signal_scope {
+public:
+    signal_scope() {
+        struct sigaction sa {};
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESETHAND;
+        ::sigaction(SIGINT, &sa, &_int);
+        ::sigaction(SIGTERM, &sa, &_term);
+        struct sigaction ign {};
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        ::sigaction(SIGPIPE, &ign, &_pipe);
+    }
+    ~signal_scope() {
+        ::sigaction(SIGINT, &_int, nullptr);
+        ::sigaction(SIGTERM, &_term, nullptr);
+        ::sigaction(SIGPIPE, &_pipe, nullptr);
+    }
+    signal_scope(const signal_scope&) = delete;
+    signal_scope& operator=(const signal_scope&) = delete;
+
+private:
+    struct sigaction _int {}, _term {}, _pipe {};
+};
+
+// The KV cache positions: --ctx as given (so `moe inspect --ctx` plans the same memory), said out loud with its bytes
+// when it is more than the run can use; without it what the run needs (prompt + tokens to generate), bounded by
+// the model's trained context (a model is not trained to attend further), never fewer than the prompt plus one.
+int choose_context(const run_flags& f, const model_desc& desc, int n_prompt) {
+    const int64_t need = int64_t(n_prompt) + f.n_predict;
+    const int trained = desc.n_ctx_train;
+    if (f.n_ctx > 0 && f.n_ctx < n_prompt + 1)
+        fail_usage("--ctx {}: the prompt has {} tokens; expected a context of at least {}", f.n_ctx, n_prompt,
+                   n_prompt + 1);
+    int64_t ctx = need;
+    if (f.n_ctx > 0) {
+        ctx = f.n_ctx;
+        if (ctx > need)
+            std::fprintf(stderr,
+                         "moe run: --ctx %d reserves a KV cache of %s for %d positions; this run uses at most %lld "
+                         "(prompt + --n-predict)\n",
+                         f.n_ctx, format_bytes(kv_cache_bytes(desc, f.n_ctx)).c_str(), f.n_ctx, (long long)need);
+    } else if (trained > 0)
+        ctx = std::max<int64_t>(std::min<int64_t>(need, trained), n_prompt + 1);
+    if (trained > 0 && ctx > trained)
+        warn_once("run.beyond_trained_context",
+                  fmt::format("a context of {} positions is beyond the {} the model was trained for; output past "
+                              "position {} may degrade",
+                              ctx, trained, trained));
+    if (f.n_ctx == 0 && ctx < need)
+        std::fprintf(stderr,
+                     "moe run: the model was trained for %d positions: the context is %lld (%d prompt tokens), so at "
+                     "most %lld tokens are generated; pass --ctx to go further\n",
+                     trained, (long long)ctx, n_prompt, (long long)(ctx - n_prompt));
+    return int(ctx);
+}
+
+// What went wrong before the run finished, if anything, and the exit status it gives.
+struct run_outcome {
+    std::string error;  // a failed step (expert load, ...) or a failed write: its message
+    int exit_code = 0;
+};
+
+// Writes a generated piece to stdout; false (with the reason and exit status) when stdout is gone or full.
+bool write_stdout(const std::string& piece, run_outcome& out) {
+    if (std::fwrite(piece.data(), 1, piece.size(), stdout) == piece.size() && std::fflush(stdout) == 0) return true;
+    const int err = errno;
+    out.error = fmt::format("writing the generated text to stdout failed: {}", std::strerror(err));
+    out.exit_code = err == EPIPE ? 128 + SIGPIPE : 1;
+    return false;
+}
+
+}  // namespace
+
+int run_run(int argc, char** argv) {
+    run_flags f;
+    if (const std::optional<int> rc = parse_run_flags(argc, argv, f)) return *rc;
+    const sampler_config& sc = f.sc;
+    if (sc.top_p <= 0.0f) fail_usage("--top-p {}: expected a value in (0, 1]", sc.top_p);
+    if (sc.repeat_penalty <= 0.0f) fail_usage("--repeat-penalty {}: expected a value > 0 (1 = off)", sc.repeat_penalty);
     std::optional<uint64_t> budget;
-    if (!budget_text.empty()) budget = parse_bytes(budget_text, "--vram-budget");
+    if (!f.budget_text.empty()) budget = parse_bytes(f.budget_text, "--vram-budget");
     if (budget && *budget == 0)
-        fail("--vram-budget 0: expected a positive size (leave the flag out to size it from free memory)");
+        fail_usage("--vram-budget 0: expected a positive size (leave the flag out to size it from free memory)");
     std::optional<uint64_t> host_budget;
-    if (!host_budget_text.empty()) host_budget = parse_bytes(host_budget_text, "--host-budget");
+    if (!f.host_budget_text.empty()) host_budget = parse_bytes(f.host_budget_text, "--host-budget");
     if (host_budget && *host_budget == 0)
-        fail("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
+        fail_usage("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
+    const std::string& model_path = f.model_path;
 
-    // The tokenizer, the prompt and the budget plan come first: a refusal should not wait for the weights to load.
+    // The model's description, the outputs, the prompt and the budget plan come first: a refusal should not wait
+    // for the weights to load, and nothing should be computed for an output that cannot be written.
     const model_file mf = open_model_file(model_path);
     const model_desc desc = describe_model(mf);
     check_forward_supported(desc, model_path);
+    std::optional<output_file> trace_out, stats_out;
+    if (!f.trace_path.empty()) trace_out.emplace("--trace", f.trace_path, mf.paths);
+    if (!f.stats_path.empty())
+        stats_out.emplace("--stats-json", f.stats_path, mf.paths,
+                          std::vector<const output_file*>{trace_out ? &*trace_out : nullptr});
     prompt_input in;
-    in.text = prompt;
-    in.ids_text = prompt_ids_text;
-    in.chat = chat;
+    in.text = f.prompt;
+    in.ids_text = f.prompt_ids_text;
+    in.chat = f.chat;
     const prepared_prompt pp = prepare_prompt(mf, desc, model_path, in);
-
-    const int need_ctx = int(pp.tokens.size()) + n_predict;
-    if (n_ctx == 0) n_ctx = need_ctx;
-    if (n_ctx < int(pp.tokens.size()) + 1)
-        fail("--ctx {}: the prompt has {} tokens; expected a context of at least {}", n_ctx, pp.tokens.size(),
-             pp.tokens.size() + 1);
+    const int n_ctx = choose_context(f, desc, int(pp.tokens.size()));
 
     engine_config ec;
     ec.n_ctx = n_ctx;
-    ec.policy = policy;
-    ec.n_threads = n_threads;
-    ec.backend = parse_backend(backend_text);
+    ec.policy = f.policy;
+    ec.n_threads = f.n_threads;
+    ec.backend = parse_backend(f.backend_text);
     ec.host_budget_bytes = host_budget.value_or(0);
+    std::string prefetch = f.prefetch;
     if (prefetch != "none") {
         ec.prefetch.mode = parse_prefetch_mode(prefetch, "--prefetch");
-        ec.prefetch.depth = prefetch_depth;
-        ec.prefetch.per_layer = prefetch_k;
+        ec.prefetch.depth = f.prefetch_depth;
+        ec.prefetch.per_layer = f.prefetch_k;
     }
     const bool cuda = computes_on_cuda(ec.backend);
 
@@ -303,7 +407,7 @@ int run_run(int argc, char** argv) {
     const offload_layout layout = offload_layout_of(mf, desc);
     offload_config oc;
     oc.tier = cuda ? tier_kind::DEVICE : tier_kind::RAM;
-    oc.policy = policy;
+    oc.policy = f.policy;
     oc.prefetch = ec.prefetch;
     const uint64_t slot = offload_slot_bytes(layout.max_expert_bytes());
     const memory_need need = estimate_memory_need(mf, desc, ec.n_ctx, ec.n_batch, cuda);
@@ -323,7 +427,10 @@ int run_run(int argc, char** argv) {
     try {
         checked = validate_offload_config(oc, layout, &warnings);
     } catch (const config_error& e) {
-        fail("{}: {}", model_path, e.what());
+        const std::string msg = fmt::format("{}: {}", model_path, e.what());
+        if (e.fault == config_fault::BUDGET) throw budget_error(msg);
+        if (e.fault == config_fault::UNSUPPORTED) throw error(msg);
+        throw usage_error(msg);  // an unknown policy, a prefetch setting out of range: a bad flag value
     }
     for (const std::string& w : warnings) warn_once("run.offload_config", w);
     if (checked.prefetch.mode != ec.prefetch.mode) {
@@ -343,58 +450,119 @@ int run_run(int argc, char** argv) {
     const footprint fp = measure_footprint(m, off, ses);
     check_footprint(fp, plan, model_path);
 
-    routing_trace trace;
-    trace.model = trace_model_name(desc.name);
-    trace.n_layers = uint32_t(desc.layout.n_moe_layers);
-    trace.n_experts = uint32_t(desc.layout.n_experts);
-    trace.top_k = uint32_t(desc.n_experts_used);
-    if (!trace_path.empty())
-        ses.set_routing_observer([&trace](int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) {
-            trace_row r;
-            r.seq = 0;
-            r.token = uint32_t(pos);
-            r.layer = uint32_t(moe_layer);
-            r.experts.assign(ex.begin(), ex.end());
-            r.weights.assign(w.begin(), w.end());
-            trace.rows.push_back(std::move(r));
+    // The trace is written as the routing happens, so an interrupted run keeps every row it produced.
+    run_outcome outcome;
+    size_t n_trace_rows = 0;
+    if (trace_out) {
+        routing_trace header;
+        header.model = trace_model_name(desc.name);
+        header.n_layers = uint32_t(desc.layout.n_moe_layers);
+        header.n_experts = uint32_t(desc.layout.n_experts);
+        header.top_k = uint32_t(desc.n_experts_used);
+        trace_out->write(trace_header(header));
+        ses.set_routing_observer([&, row = trace_row{}, line = std::string()](
+                                     int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) mutable {
+            row.token = uint32_t(pos);
+            row.layer = uint32_t(moe_layer);
+            row.experts.assign(ex.begin(), ex.end());
+            row.weights.assign(w.begin(), w.end());
+            format_trace_row(line, row);
+            if (std::fwrite(line.data(), 1, line.size(), trace_out->stream()) != line.size()) {
+                if (outcome.error.empty())
+                    outcome.error = fmt::format("--trace {}: write failed: {}", f.trace_path, std::strerror(errno));
+                g_stop.store(true);
+            }
+            ++n_trace_rows;
         });
+    }
 
     ses.set_sampler(sc);
     const tokenizer* tok = pp.tok ? &*pp.tok : nullptr;
     std::string text;
-    const generation g = ses.generate(pp.tokens, n_predict, tok, [&](int token) {
-        const std::string piece = tok ? tok->token_to_piece(token, false) : fmt::format("{} ", token);
-        text += piece;
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-        return true;
-    });
+    generation g;
+    generate_hooks hooks;
+    g_stop.store(false);
+    g_signal = 0;
+    hooks.stop = &g_stop;
+    // A long prompt shows its progress on a terminal (evaluating thousands of tokens takes a while).
+    const bool tty = ::isatty(::fileno(stderr)) != 0;
+    const auto t_prefill = clock_type::now();
+    if (tty && pp.tokens.size() >= 256)
+        hooks.prefill_progress = [&](size_t done, size_t total) {
+            std::fprintf(stderr, "\rmoe run: prompt %s %zu / %zu tokens, %.1f tokens/s ",
+                         progress_bar(done, total).c_str(), done, total, rate(done, seconds_since(t_prefill)));
+            if (done == total) std::fputc('\n', stderr);
+        };
+    {
+        signal_scope signals;
+        try {
+            ses.generate(
+                pp.tokens, f.n_predict, tok,
+                [&](int token) {
+                    const std::string piece = tok ? tok->token_to_piece(token, false) : fmt::format("{} ", token);
+                    text += piece;
+                    return write_stdout(piece, outcome);
+                },
+                &g, hooks);
+        } catch (const std::exception& e) {
+            outcome.error = e.what();
+            outcome.exit_code = 1;
+        }
+    }
     if (g.context_full) std::fprintf(stderr, "\nmoe run: context of %d positions is full; stopping\n", n_ctx);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
+    if (outcome.exit_code != 128 + SIGPIPE) {
+        std::fputc('\n', stdout);
+        std::fflush(stdout);
+    }
+    const int sig = int(g_signal);
+    if (g.interrupted && sig != 0) {
+        if (outcome.error.empty()) outcome.error = fmt::format("interrupted by {}", ::strsignal(sig));
+        if (outcome.exit_code == 0) outcome.exit_code = 128 + sig;
+    } else if (!outcome.error.empty() && outcome.exit_code == 0) {
+        outcome.exit_code = 1;
+    }
 
     info.model_path = model_path;
     info.prompt_tokens = pp.tokens;
-    if (!prompt.empty()) info.prompt_text = pp.text;
+    if (!f.prompt.empty()) info.prompt_text = pp.text;
     if (pp.chat) info.chat_template = std::string(chat_style_name(pp.chat->style));
     if (tok) info.text = text;
     info.plan = plan;
     info.budget_auto = budget_auto;
     info.prefetch = prefetch;
     info.n_ctx = n_ctx;
-    std::fputs(run_summary(info, g, m, off, fp).c_str(), stderr);
+    std::string summary = run_summary(info, g, m, off, fp);
+    if (!outcome.error.empty()) summary += fmt::format("stopped    {}\n", outcome.error);
+    std::fputs(summary.c_str(), stderr);
 
-    if (!trace_path.empty()) {
-        write_trace(trace_path, trace);
-        std::fprintf(stderr, "trace      %zu rows -> %s\n", trace.rows.size(), trace_path.c_str());
+    // Results are kept whatever happened above: the trace rows so far, and the statistics with the reason.
+    std::string write_error;
+    if (trace_out) {
+        try {
+            trace_out->commit();
+            std::fprintf(stderr, "trace      %zu rows -> %s\n", n_trace_rows, f.trace_path.c_str());
+        } catch (const error& e) {
+            write_error = e.what();
+        }
     }
-    if (!stats_path.empty()) {
-        std::ofstream out(stats_path);
-        if (!out) fail("--stats-json {}: cannot open for writing", stats_path);
-        out << dump_json(run_stats_json(info, g, m, off, fp)) << "\n";
-        if (!out) fail("--stats-json {}: write failed", stats_path);
+    if (stats_out) {
+        nlohmann::ordered_json j = run_stats_json(info, g, m, off, fp);
+        j["interrupted"] = g.interrupted || outcome.exit_code == 128 + SIGPIPE;
+        j["error"] = outcome.error.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(outcome.error);
+        try {
+            stats_out->write(dump_json(j) + "\n");
+            stats_out->commit();
+        } catch (const error& e) {
+            if (write_error.empty()) write_error = e.what();
+        }
     }
-    return 0;
+    if (!write_error.empty()) {
+        std::fprintf(stderr, "moe run: error: %s\n", write_error.c_str());
+        if (outcome.exit_code == 0) outcome.exit_code = 1;
+    }
+    if (!outcome.error.empty() && outcome.exit_code == 1)
+        std::fprintf(stderr, "moe run: error: %s\n", outcome.error.c_str());
+    return outcome.exit_code;
 }
 
 }  // namespace moe::cli

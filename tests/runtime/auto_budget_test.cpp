@@ -148,5 +148,29 @@ TEST(auto_budget, resident_bytes_are_the_files_non_expert_tensors) {
     }
 }
 
+// The planner's estimate holds what the engine allocates for every prefetch mode and depth: moe run plans a budget
+// from it and refuses to run when the engine exceeds it (the smallest budget moe run printed used to be refused
+// with --prefetch spec --prefetch-depth 2 on qwen3moe: the per-expert output rows were not counted).
+TEST(auto_budget, estimate_covers_every_prefetch_mode_and_depth) {
+    for (const char* name : {"qwen3moe-tiny-f32.gguf", "qwen3moe-tiny-q8_0.gguf", "mixtral-tiny-f32.gguf"}) {
+        const std::string path = (fs::path(MOE_SOURCE_DIR) / "tests/fixtures" / name).string();
+        const model_file f = open_model_file(path);
+        const model_desc d = describe_model(f);
+        for (prefetch_mode mode : {prefetch_mode::NONE, prefetch_mode::SPEC, prefetch_mode::HISTORY,
+                                   prefetch_mode::BOTH})
+            for (int depth = 1; depth <= 4; ++depth) {
+                SCOPED_TRACE(fmt::format("{} {} depth {}", name, prefetch_mode_name(mode), depth));
+                engine_config ec;
+                ec.n_ctx = 11;
+                ec.prefetch.mode = mode;
+                ec.prefetch.depth = depth;
+                const memory_need need = estimate_memory_need(f, d, ec.n_ctx, ec.n_batch, false);
+                engine eng(path, ec);
+                EXPECT_GE(need.kv_bytes + need.workspace_bytes, eng.workspace_bytes());
+                EXPECT_EQ(need.resident_bytes, eng.resident_bytes());
+            }
+    }
+}
+
 }  // namespace
 }  // namespace moe

@@ -80,12 +80,12 @@ moe_run_test(summary.tiny_evicting RC 0
              ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 328K --stats-json @DIR@/stats.json)
 
 # Refusals: non-zero status and a message naming the problem. The smallest budget is given with its breakdown.
-moe_run_test(bad.budget_too_small RC 1
+moe_run_test(bad.budget_too_small RC 3
              REGEX "--vram-budget 300.00 KiB \\(307200 bytes\\) is too small: it must hold the resident weights, the KV cache and the workspaces besides the expert slots.*top-2 experts at once, so it needs at least 3[0-9][0-9].[0-9]+ KiB \\([0-9]+ bytes\\) = resident 163.25 KiB \\+ KV cache 13.50 KiB \\+ workspace [0-9.]+ KiB \\+ 2 expert slot\\(s\\) of 24.00 KiB \\(48.00 KiB\\)"
              ARGS run -m ${_tiny} -p "Hello world" -n 16 --vram-budget 300K)
-moe_run_test(bad.budget_slots_only RC 1 REGEX "--vram-budget 48.00 KiB .* too small.*needs at least"
+moe_run_test(bad.budget_slots_only RC 3 REGEX "--vram-budget 48.00 KiB .* too small.*needs at least"
              ARGS run -m ${_tiny} -p hi --vram-budget 48K)  # the old meaning (slots only) is refused, not obeyed
-moe_run_test(bad.lru_layer_budget RC 1
+moe_run_test(bad.lru_layer_budget RC 3
              REGEX "--vram-budget 301.00 KiB .* too small: .*policy lru-layer gives each of the 2 MoE layers.*needs at least [0-9.]+ KiB .* = resident 163.25 KiB .* 4 expert slot\\(s\\) of 12.00 KiB"
              ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 301K --policy lru-layer)
 moe_run_test(lru_layer_prefetch_off RC 0 TOKENS ${_mx_tokens} REGEX "prefetch spec turned off: policy lru-layer"
@@ -99,18 +99,25 @@ moe_run_test(bad.unknown_flag RC 2 REGEX "--frobnicate" ARGS run -m ${_tiny} -p 
 moe_run_test(bad.prefetch_value RC 2 REGEX "--prefetch" ARGS run -m ${_tiny} -p hi --prefetch maybe)
 moe_run_test(bad.prefetch_depth RC 2 REGEX "--prefetch-depth"
              ARGS run -m ${_tiny} -p hi --prefetch spec --prefetch-depth 0)
-moe_run_test(bad.prefetch_k RC 1 REGEX "mixtral-tiny-f32.gguf: prefetch experts per layer 9: expected 0 .= top-k. up to the 4 experts of a layer"
+moe_run_test(bad.prefetch_k RC 2 REGEX "mixtral-tiny-f32.gguf: prefetch experts per layer 9: expected 0 .= top-k. up to the 4 experts of a layer"
              ARGS run -m ${_tiny} -p hi --prefetch spec --prefetch-k 9)
 # The prefetcher's figures: a line with recall/precision/wasted overall and per layer (docs/prefetch.md).
 moe_run_test(prefetch_summary RC 0 TOKENS ${_mx_tokens}
              REGEX "prefetch +depth 1, 2 per layer: recall [0-9.]+%, precision [0-9.]+%.*pf layer +recall/precision/wasted: 0:"
              ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} -n 8 --vram-budget 325K --prefetch both
                   --stats-json @DIR@/stats.json)
-moe_run_test(bad.policy RC 1 REGEX "unknown eviction policy 'mru'" ARGS run -m ${_tiny} -p hi --policy mru)
+moe_run_test(bad.policy RC 2 REGEX "unknown eviction policy 'mru'" ARGS run -m ${_tiny} -p hi --policy mru)
 moe_run_test(bad.text_without_tokenizer RC 1 REGEX "mixtral-f32\\.gguf: cannot encode the prompt text.*--prompt-ids"
              ARGS run -m ${_mx} -p hi)
 moe_run_test(bad.prompt_id_range RC 1 REGEX "token id 500 is outside the vocabulary .0, 128."
              ARGS run -m ${_mx} --prompt-ids 1,500)
 moe_run_test(bad.prompt_id_text RC 1 REGEX "'x' is not a token id" ARGS run -m ${_mx} --prompt-ids 1,x)
-moe_run_test(bad.ctx_too_small RC 1 REGEX "--ctx 4: the prompt has 8 tokens"
+moe_run_test(bad.ctx_too_small RC 2 REGEX "--ctx 4: the prompt has 8 tokens"
              ARGS run -m ${_mx} --prompt-ids ${_mx_prompt} --ctx 4)
+
+# Results are never lost and outputs are checked first: signals sent to a real `moe run`, a closed pipe, a full
+# stdout, refused output paths, the context bounds and the exit statuses (tests/runtime/run_results_check.sh).
+add_test(NAME run.results_kept
+         COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/run_results_check.sh $<TARGET_FILE:moe> ${_fx}
+                 ${CMAKE_CURRENT_BINARY_DIR}/run_results)
+set_tests_properties(run.results_kept PROPERTIES LABELS "runtime;e2e" TIMEOUT 180)

@@ -77,10 +77,10 @@ moe_cli_test(run.host_budget.tier RC 0
              CHECKS "host_slots=4" "host_budget_bytes=98304" "host_hit_rate:NUMBER" "n_slots=2" "links#2"
                     "links.1.name=host->ram" "links.1.bytes:NUMBER"
              ARGS run -m ${_tiny} -p "Hello world" -n 8 --vram-budget 324K --host-budget 96K --stats-json @DIR@/s.json)
-moe_cli_test(run.host_budget.too_small RC 1
+moe_cli_test(run.host_budget.too_small RC 3
              REGEX "mixtral-tiny-f32.gguf: host budget 24.00 KiB .* holds 1 slot\\(s\\) of 24.00 KiB, fewer than the 2 slot\\(s\\) of the expert tier above it; the host tier needs at least 49152 bytes"
              ARGS run -m ${_tiny} -p hi --vram-budget 333K --host-budget 24K)
-moe_cli_test(run.host_budget.zero RC 1 REGEX "--host-budget 0: expected a positive size"
+moe_cli_test(run.host_budget.zero RC 2 REGEX "--host-budget 0: expected a positive size"
              ARGS run -m ${_tiny} -p hi --host-budget 0)
 moe_cli_test(run.host_budget.suffix RC 2 REGEX "--host-budget" ARGS run -m ${_tiny} -p hi --host-budget 3Q)
 moe_cli_test(run.host_budget.missing_model RC 1 REGEX "no-such-model\\.gguf"
