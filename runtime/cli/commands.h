@@ -10,5 +10,6 @@ int run_trace(int argc, char** argv);    // trace.cpp: generate synthetic routin
 int run_bench(int argc, char** argv);    // bench.cpp: `moe bench io` and friends
 int run_bench_run(int argc, char** argv);  // bench_run.cpp: `moe bench run`, tokens/s at several expert budgets
 int run_run(int argc, char** argv);      // run.cpp: generate text, streaming experts through the cache
+int run_gen(int argc, char** argv);      // gen.cpp: write random-weight GGUF models of real shapes
 
 }  // namespace moe::cli

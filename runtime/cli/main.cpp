@@ -29,7 +29,8 @@ void usage(FILE* out) {
                  "  inspect   describe a GGUF/safetensors model: architecture, experts, byte layout, capacity plan\n"
                  "  sim       replay a routing trace through eviction policies (hit rates vs Belady's optimum)\n"
                  "  trace     write a synthetic routing trace (moe-trace v1) for tests and benchmarks\n"
-                 "  bench     measure the expert streaming path (moe bench io -m MODEL)\n\n"
+                 "  bench     measure the expert streaming path (moe bench io -m MODEL)\n"
+                 "  gen       write a random-weight GGUF with the shapes and types of a real MoE model\n\n"
                  "options:\n"
                  "  -h, --help     this list\n"
                  "  --version      print the version of moe-runtime\n\n"
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
         if (cmd == "trace") return moe::cli::run_trace(argc - 1, argv + 1);
         if (cmd == "bench" || cmd.rfind("bench ", 0) == 0) return moe::cli::run_bench(argc - 1, argv + 1);
         if (cmd == "run") return moe::cli::run_run(argc - 1, argv + 1);
+        if (cmd == "gen") return moe::cli::run_gen(argc - 1, argv + 1);
         std::fprintf(stderr, "moe: unknown command '%s'\n\n", moe::printable(cmd).c_str());
         usage(stderr);
         return 2;
