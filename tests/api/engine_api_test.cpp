@@ -427,6 +427,63 @@ TEST(engine_api, generation_stops_at_the_callback_the_context_and_refuses_bad_in
     EXPECT_LE(tot.loads, 8u);
 }
 
+// Sessions: more sequences on one engine's weights and expert cache. Each gives the engine's own bits (logits and
+// generated tokens) while the sessions interleave over a cache at the smallest budget; statistics count the
+// shared cache; bad input is a status.
+TEST(engine_api, sessions_share_the_engine_and_match_its_own_sequence) {
+    engine_ptr e;
+    moe_engine_options o = options(2 * 12288);  // the smallest budget: one layer's top-2
+    ASSERT_EQ(moe_engine_create(k_mx.c_str(), &o, &e.e), MOE_OK) << moe_last_error();
+    moe_engine_info info{};
+    info.struct_size = sizeof(info);
+    ASSERT_EQ(moe_engine_get_info(e.e, &info), MOE_OK);
+    const size_t V = size_t(info.n_vocab), T = k_prompt.size();
+    std::vector<float> want(T * V);
+    ASSERT_EQ(moe_eval(e.e, k_prompt.data(), T, 1, want.data()), MOE_OK) << moe_last_error();
+    const std::vector<int32_t> want_tokens = generate(e.e, k_prompt, 6);
+
+    moe_session *a = nullptr, *b = nullptr;
+    ASSERT_EQ(moe_session_create(e.e, 0, &a), MOE_OK) << moe_last_error();
+    ASSERT_EQ(moe_session_create(e.e, 32, &b), MOE_OK) << moe_last_error();
+    const std::vector<int32_t> other = {5, 4, 3, 2, 1, 0, 6, 11};
+    std::vector<float> got(T * V), last(V);
+    for (size_t t = 0; t < T; ++t) {  // token t of a, then of b: every step may evict the other's experts
+        ASSERT_EQ(moe_session_eval(a, &k_prompt[t], 1, 1, got.data() + t * V), MOE_OK) << moe_last_error();
+        ASSERT_EQ(moe_session_eval(b, &other[t], 1, 0, last.data()), MOE_OK) << moe_last_error();
+    }
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * 4)) << "session a differs from the engine";
+    int32_t n_past = 0;
+    ASSERT_EQ(moe_session_n_past(a, &n_past), MOE_OK);
+    EXPECT_EQ(n_past, int32_t(T));
+    ASSERT_EQ(moe_session_reset(a), MOE_OK);
+    ASSERT_EQ(moe_session_n_past(a, &n_past), MOE_OK);
+    EXPECT_EQ(n_past, 0);
+
+    std::vector<int32_t> toks(10, -1);
+    size_t n_gen = 0;
+    ASSERT_EQ(moe_session_generate(b, k_prompt.data(), T, 6, nullptr, nullptr, nullptr, toks.data(), toks.size(),
+                                   &n_gen),
+              MOE_OK)
+        << moe_last_error();
+    toks.resize(n_gen);
+    EXPECT_EQ(toks, want_tokens) << "a session generates what the engine generates";
+    EXPECT_GT(stats(e.e, MOE_LEVEL_EXPERT).evictions, 0u);
+
+    // Bad input: a status and a message, the session unchanged.
+    const int32_t bad = int32_t(V);
+    EXPECT_EQ(moe_session_eval(a, &bad, 1, 0, nullptr), MOE_ERR_OUT_OF_RANGE);
+    EXPECT_EQ(moe_session_eval(nullptr, &bad, 1, 0, nullptr), MOE_ERR_INVALID_ARGUMENT);
+    moe_session* c = nullptr;
+    EXPECT_EQ(moe_session_create(e.e, -1, &c), MOE_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(c, nullptr);
+    std::vector<int32_t> long_prompt(40, 1);
+    EXPECT_EQ(moe_session_eval(b, long_prompt.data(), long_prompt.size(), 0, nullptr), MOE_ERR_OUT_OF_RANGE)
+        << "b holds 32 positions";
+    moe_session_destroy(a);
+    moe_session_destroy(b);
+    moe_session_destroy(nullptr);
+}
+
 TEST(engine_api, cpp_wrapper) {
     moe_engine_options o = moe_rt::default_engine_options();
     o.expert_budget_bytes = 48 << 10;
