@@ -26,6 +26,7 @@
 #include "common/gpu.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/engine.h"
+#include "runtime/run_stats.h"
 #include "tests/runtime/ref_models.h"
 
 namespace moe {
@@ -253,6 +254,35 @@ TEST_F(forward_cuda, other_writers_fixtures_run_and_match_the_cpu) {
         const double vs_cpu = max_rel_error(la, lc, int(V));
         std::printf("[ cuda     ] %-24s max rel error vs cpu %.3g\n", name, vs_cpu);
         EXPECT_LT(vs_cpu, 1e-4) << name;
+    }
+}
+
+// The VRAM a CUDA model, offloader and session really take (cudaMemGetInfo before and after) is the footprint the
+// planner printed, within 2 % (plus the driver's allocation granularity for a tiny model); with two sessions the
+// second adds only its KV cache and workspaces.
+TEST(forward_cuda, allocated_vram_matches_the_printed_plan) {
+    if (gpu_count() == 0) GTEST_SKIP() << "no GPU: " << gpu_description();
+    const std::string path = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/llamacpp/mixtral-kq.gguf";
+    engine_config cfg;
+    cfg.backend = backend_kind::CUDA;
+    cfg.n_ctx = 4096;
+    uint64_t free0 = 0, free1 = 0, free2 = 0, total = 0;
+    ASSERT_TRUE(gpu_memory_info(free0, total, 0));
+    {
+        engine e(path, cfg);
+        ASSERT_TRUE(gpu_memory_info(free1, total, 0));
+        const footprint fp = measure_footprint(e.get_model(), e.get_offloader(), e.get_session());
+        const double used = double(free0 - free1);
+        const double slack = std::max(0.02 * double(fp.total()), double(8u << 20));
+        EXPECT_NEAR(used, double(fp.total()), slack) << "planned " << fp.total() << " bytes, cudaMemGetInfo says "
+                                                     << used;
+        std::printf("[ vram ] planned %llu bytes, allocated %.0f (%.2f %%)\n", (unsigned long long)fp.total(), used,
+                    100.0 * (used - double(fp.total())) / double(fp.total()));
+        auto second = e.make_session();
+        ASSERT_TRUE(gpu_memory_info(free2, total, 0));
+        EXPECT_NEAR(double(free1 - free2), double(second->workspace_bytes()),
+                    std::max(0.02 * double(second->workspace_bytes()), double(4u << 20)))
+            << "a second session re-uploaded weights or took expert memory";
     }
 }
 
