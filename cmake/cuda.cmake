@@ -14,6 +14,10 @@ if(NOT MOE_CUDA STREQUAL "OFF")
         endif()
         enable_language(CUDA)
         find_package(CUDAToolkit REQUIRED)
+        # Nothing of CUDA is loaded at start-up, so a CPU-only run pays neither memory nor address space for it:
+        # the CUDA runtime is linked statically (it opens the driver, libcuda, on the first CUDA call) and cuBLAS
+        # is opened with dlopen when the first CUDA backend is made (runtime/backend_cuda.cpp).
+        set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
         set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 does not know nvcc 13 accepts C++20; kernels need only 17
         set(CMAKE_CUDA_STANDARD_REQUIRED ON)
         set(MOE_HAVE_CUDA ON)

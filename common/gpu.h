@@ -7,7 +7,10 @@
 
 namespace moe {
 
-// Number of usable CUDA devices: 0 when built without CUDA, without a driver, or without a GPU.
+// Number of usable CUDA devices: 0 when built without CUDA, without a driver, or without a GPU. The first call
+// initialises CUDA (the runtime opens the driver, libcuda, and with a GPU creates its state: tens of MB and a large
+// address-space reservation), so only code that is about to use a GPU, or must decide whether to, calls it: a CPU
+// run never does. Later calls are free.
 int gpu_count();
 
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" for device 0, or "none".

@@ -13,7 +13,8 @@ copy_engine::copy_engine(const copy_engine_config& cfg) : _cfg(cfg) {
     if (_cfg.n_slots == 0) fail("copy engine: needs at least one slot");
     if (_cfg.n_staging == 0 || _cfg.staging_bytes == 0) fail("copy engine: needs at least one staging buffer");
 #ifdef MOE_HAVE_CUDA
-    _device = gpu_count() > 0 && !_cfg.force_host;
+    // force_host first: a host engine never asks for a GPU, so it never initialises CUDA.
+    _device = !_cfg.force_host && gpu_count() > 0;
     if (_device) {
         // Non-blocking: the copy stream must not serialise with the legacy default stream compute may use.
         MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&_stream, cudaStreamNonBlocking));

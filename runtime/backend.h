@@ -70,10 +70,21 @@ public:
 
     // Causal attention of one query token over n_kv cached positions, grouped-query: query head h reads kv head
     // h / (n_head / n_head_kv). q (n_head, hd_k); k_cache (n_kv, n_head_kv, hd_k); v_cache (n_kv, n_head_kv, hd_v);
-    // out (n_head, hd_v); scores: workspace of n_head * n_kv floats (a backend may give each head its own row).
+    // out (n_head, hd_v); scores: workspace of n_head * n_kv floats (the backend may use it as it likes).
     // scale multiplies q.k (usually 1/sqrt(hd_k)).
     virtual void attention(const float* q, const float* k_cache, const float* v_cache, float* out, float* scores,
                            int n_head, int n_head_kv, int hd_k, int hd_v, int n_kv, float scale) = 0;
+    // Causal attention of n_tok consecutive query tokens at once (a prefill chunk): token t is at position
+    // pos0 + t and attends over cached positions 0 .. pos0 + t, i.e. it is attention() with n_kv = pos0 + t + 1.
+    // q (n_tok, n_head, hd_k); out (n_tok, n_head, hd_v); the caches hold every position up to pos0 + n_tok - 1;
+    // scores: workspace of n_head * (pos0 + n_tok) floats. Each token's output is what attention() gives it: the
+    // same bits on the CPU; on CUDA the default below, one attention() per token in order.
+    virtual void attention_batch(const float* q, const float* k_cache, const float* v_cache, float* out, float* scores,
+                                 int n_head, int n_head_kv, int hd_k, int hd_v, int pos0, int n_tok, float scale) {
+        for (int t = 0; t < n_tok; ++t)
+            attention(q + int64_t(t) * n_head * hd_k, k_cache, v_cache, out + int64_t(t) * n_head * hd_v, scores,
+                      n_head, n_head_kv, hd_k, hd_v, pos0 + t + 1, scale);
+    }
 
     // Routing of one token: from the router logits (n_experts) to the top-k expert ids (in rank order: highest
     // selection score first, ties to the lower id) and their weights, per gating (softmax over all / sigmoid /

@@ -7,9 +7,11 @@
 #ifdef MOE_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "runtime/cuda/attention.cuh"
 #include "runtime/cuda/dequant.cuh"
@@ -23,14 +25,73 @@ namespace moe {
 
 #ifdef MOE_HAVE_CUDA
 
-#define MOE_CUBLAS_CHECK(call)                                                              \
-    do {                                                                                    \
-        cublasStatus_t _moe_st = (call);                                                    \
-        if (_moe_st != CUBLAS_STATUS_SUCCESS)                                               \
-            ::moe::check_failed(#call, __FILE__, __LINE__, cublasGetStatusString(_moe_st)); \
-    } while (0)
-
 namespace {
+
+// cuBLAS is opened with dlopen when the first CUDA backend is made, not linked: libcublas and the libcublasLt it
+// pulls in map several hundred MB, which every process would pay at start-up (and a CPU-only machine without them
+// could not start at all). The functions are looked up under the names cublas_v2.h maps them to (cublasCreate is
+// cublasCreate_v2), typed by the header's own declarations.
+#define MOE_CUBLAS_STR2(x) #x
+#define MOE_CUBLAS_STR(x) MOE_CUBLAS_STR2(x)
+
+struct cublas_api {
+    decltype(&cublasCreate) create = nullptr;
+    decltype(&cublasDestroy) destroy = nullptr;
+    decltype(&cublasSetStream) set_stream = nullptr;
+    decltype(&cublasSetMathMode) set_math_mode = nullptr;
+    decltype(&cublasSetAtomicsMode) set_atomics_mode = nullptr;
+    decltype(&cublasSetWorkspace) set_workspace = nullptr;
+    decltype(&cublasSgemv) sgemv = nullptr;
+    decltype(&cublasSgemm) sgemm = nullptr;
+    decltype(&cublasGetStatusString) status_string = nullptr;
+};
+
+cublas_api load_cublas() {
+    // The soname of the major version the headers are from; then the same file in the toolkit this was built
+    // with, for a toolkit outside the loader's search path.
+    const std::string soname = "libcublas.so." MOE_CUBLAS_STR(CUBLAS_VER_MAJOR);
+    void* lib = ::dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string why = lib ? "" : ::dlerror();
+#ifdef MOE_CUDA_LIBRARY_DIR
+    if (!lib) lib = ::dlopen((std::string(MOE_CUDA_LIBRARY_DIR) + "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
+#endif
+    if (!lib)
+        fail(
+            "CUDA backend: cannot load cuBLAS ({}); install cuBLAS {} (part of the CUDA toolkit) or add the "
+            "directory holding {} to LD_LIBRARY_PATH",
+            why, CUBLAS_VER_MAJOR, soname);
+    cublas_api api;
+    auto bind = [&](auto& fn, const char* name) {
+        void* p = ::dlsym(lib, name);
+        if (!p)
+            fail("CUDA backend: {} has no function {}: it is not the cuBLAS {} this build was compiled against", soname,
+                 name, CUBLAS_VER_MAJOR);
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
+    };
+    bind(api.create, MOE_CUBLAS_STR(cublasCreate));
+    bind(api.destroy, MOE_CUBLAS_STR(cublasDestroy));
+    bind(api.set_stream, MOE_CUBLAS_STR(cublasSetStream));
+    bind(api.set_math_mode, MOE_CUBLAS_STR(cublasSetMathMode));
+    bind(api.set_atomics_mode, MOE_CUBLAS_STR(cublasSetAtomicsMode));
+    bind(api.set_workspace, MOE_CUBLAS_STR(cublasSetWorkspace));
+    bind(api.sgemv, MOE_CUBLAS_STR(cublasSgemv));
+    bind(api.sgemm, MOE_CUBLAS_STR(cublasSgemm));
+    bind(api.status_string, MOE_CUBLAS_STR(cublasGetStatusString));
+    return api;  // the library stays open for the life of the process
+}
+
+// Loaded once; a failed load throws and is tried again by the next caller.
+const cublas_api& cublas() {
+    static const cublas_api api = load_cublas();
+    return api;
+}
+
+#define MOE_CUBLAS_CHECK(call)                                                               \
+    do {                                                                                     \
+        cublasStatus_t _moe_st = (call);                                                     \
+        if (_moe_st != CUBLAS_STATUS_SUCCESS)                                                \
+            ::moe::check_failed(#call, __FILE__, __LINE__, cublas().status_string(_moe_st)); \
+    } while (0)
 
 class backend_cuda final : public backend {
 public:
@@ -39,21 +100,22 @@ public:
         if (n == 0) fail("CUDA backend: no GPU found ({})", gpu_description());
         if (cfg.device < 0 || cfg.device >= n)
             fail("CUDA backend: device {} does not exist; found {} device(s)", cfg.device, n);
+        const cublas_api& blas = cublas();  // before anything is allocated: a missing cuBLAS leaks nothing
         MOE_CUDA_CHECK(cudaSetDevice(cfg.device));
         MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&_stream, cudaStreamNonBlocking));
-        MOE_CUBLAS_CHECK(cublasCreate(&_cublas));
-        MOE_CUBLAS_CHECK(cublasSetStream(_cublas, _stream));
+        MOE_CUBLAS_CHECK(blas.create(&_cublas));
+        MOE_CUBLAS_CHECK(blas.set_stream(_cublas, _stream));
         // FP32 products stay FP32 (no TF32) and cuBLAS never uses atomics (its results are then reproducible).
-        MOE_CUBLAS_CHECK(cublasSetMathMode(_cublas, CUBLAS_DEFAULT_MATH));
-        MOE_CUBLAS_CHECK(cublasSetAtomicsMode(_cublas, CUBLAS_ATOMICS_NOT_ALLOWED));
+        MOE_CUBLAS_CHECK(blas.set_math_mode(_cublas, CUBLAS_DEFAULT_MATH));
+        MOE_CUBLAS_CHECK(blas.set_atomics_mode(_cublas, CUBLAS_ATOMICS_NOT_ALLOWED));
         _cublas_ws = alloc(cfg.cublas_workspace_bytes);
-        MOE_CUBLAS_CHECK(cublasSetWorkspace(_cublas, _cublas_ws, cfg.cublas_workspace_bytes));
+        MOE_CUBLAS_CHECK(blas.set_workspace(_cublas, _cublas_ws, cfg.cublas_workspace_bytes));
         _ws_floats = std::max<uint64_t>(cfg.matmul_workspace_bytes / sizeof(float), 1);
         _ws = static_cast<float*>(alloc(_ws_floats * sizeof(float)));
     }
     ~backend_cuda() override {
         cudaStreamSynchronize(_stream);
-        cublasDestroy(_cublas);
+        cublas().destroy(_cublas);
         cudaFree(_ws);
         cudaFree(_cublas_ws);
         cudaStreamDestroy(_stream);
@@ -112,8 +174,8 @@ public:
             MOE_CHECK(n_cols > 0 && n_cols <= INT32_MAX && n_rows <= INT32_MAX);
             // Row-major W (n_rows, n_cols) is column-major W^T with leading dimension n_cols: y = (W^T)^T x.
             const float one = 1.0f, zero = 0.0f;
-            MOE_CUBLAS_CHECK(cublasSgemv(_cublas, CUBLAS_OP_T, int(n_cols), int(n_rows), &one,
-                                         static_cast<const float*>(W), int(n_cols), x, 1, &zero, y, 1));
+            MOE_CUBLAS_CHECK(cublas().sgemv(_cublas, CUBLAS_OP_T, int(n_cols), int(n_rows), &one,
+                                            static_cast<const float*>(W), int(n_cols), x, 1, &zero, y, 1));
             return;
         }
         MOE_CHECK(dequantize_cuda_supported(t));
@@ -182,8 +244,8 @@ private:
     // terms Y^T = (W^T)^T X^T.
     void gemm(const float* W, const float* X, float* Y, int64_t n_cols, int64_t rows, int64_t ldy, int64_t n_tok) {
         const float one = 1.0f, zero = 0.0f;
-        MOE_CUBLAS_CHECK(cublasSgemm(_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(n_tok), int(n_cols), &one, W,
-                                     int(n_cols), X, int(n_cols), &zero, Y, int(ldy)));
+        MOE_CUBLAS_CHECK(cublas().sgemm(_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(n_tok), int(n_cols), &one, W,
+                                        int(n_cols), X, int(n_cols), &zero, Y, int(ldy)));
     }
 
     backend_cuda_config _cfg;
@@ -208,6 +270,10 @@ std::unique_ptr<backend> make_backend_cuda(const backend_cuda_config& cfg) {
     return std::make_unique<backend_cuda>(cfg);
 }
 
+void load_cuda_blas() {
+    (void)cublas();
+}
+
 #else
 
 bool cuda_backend_available() {
@@ -220,6 +286,10 @@ bool cuda_backend_supports(tensor_type) {
 
 std::unique_ptr<backend> make_backend_cuda(const backend_cuda_config&) {
     fail("CUDA backend: this build has no CUDA (configure with -DMOE_CUDA=ON on a machine with the CUDA toolkit)");
+}
+
+void load_cuda_blas() {
+    fail("cuBLAS: this build has no CUDA (configure with -DMOE_CUDA=ON on a machine with the CUDA toolkit)");
 }
 
 #endif

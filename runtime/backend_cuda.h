@@ -35,7 +35,13 @@ bool cuda_backend_available();
 bool cuda_backend_supports(tensor_type t);
 
 // Creates the CUDA backend. Throws moe::error when the build has no CUDA, no GPU is present, the device index
-// does not exist, or its memory cannot be had (each named).
+// does not exist, cuBLAS cannot be loaded (it is opened on the first call, not linked), or its memory cannot be had
+// (each named).
 std::unique_ptr<backend> make_backend_cuda(const backend_cuda_config& cfg = {});
+
+// Opens cuBLAS now, as the first make_backend_cuda does, and looks up every function the backend calls; throws
+// moe::error naming what is missing (or that the build has no CUDA). Needs no GPU, so a machine with only the
+// toolkit can check the library a GPU run would load.
+void load_cuda_blas();
 
 }  // namespace moe

@@ -144,13 +144,13 @@ void forward_pass::product(tensor_type t, const void* W, const float* X, float* 
 
 // The attention block of the batch's n_tok tokens (positions n_past ..), residual included. The projections of all
 // tokens are batched (they read only the token's own input); k and v land straight in the KV cache, whose rows for
-// consecutive positions are contiguous. RoPE and attention then run token by token in position order, so token t
-// sees the KV rows of positions <= n_past + t, exactly what a token-by-token decode sees.
+// consecutive positions are contiguous. RoPE then runs token by token, and attention for all tokens at once,
+// causally: token t sees the KV rows of positions <= n_past + t, exactly what a token-by-token decode sees.
 void forward_pass::attention_block(int il, int n_tok) {
     const layer_tensors& T = _rw.layers[size_t(il)];
     const int H = _d.n_head, Hkv = _d.n_head_kv, hk = _d.head_dim_k, hv = _d.head_dim_v, D = _d.n_embd;
     const float eps = float(_d.rms_eps);
-    const size_t row_q = size_t(H) * size_t(hk), row_att = size_t(H) * size_t(hv);
+    const size_t row_q = size_t(H) * size_t(hk);
     const size_t row_k = size_t(Hkv) * size_t(hk), row_v = size_t(Hkv) * size_t(hv);
     const size_t first = size_t(il) * size_t(_cfg.n_ctx);  // layer il's position 0 in the KV cache
     float* q = _q.data();
@@ -179,12 +179,11 @@ void forward_pass::attention_block(int il, int n_tok) {
     const float* v_all = _v_cache.data() + first * row_v;
     for (int t = 0; t < n_tok; ++t) {
         const int pos = _n_past + t;
-        float* qt = q + size_t(t) * row_q;
-        _be.rope(qt, H, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
+        _be.rope(q + size_t(t) * row_q, H, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
         _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
-        _be.attention(qt, k_all, v_all, _att.data() + size_t(t) * row_att, _scores.data(), H, Hkv, hk, hv, pos + 1,
-                      float(1.0 / std::sqrt(double(hk))));
     }
+    _be.attention_batch(q, k_all, v_all, _att.data(), _scores.data(), H, Hkv, hk, hv, _n_past, n_tok,
+                        float(1.0 / std::sqrt(double(hk))));
     product(T.wo, _att.data(), _tmp.data(), n_tok);
     _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
 }

@@ -6,7 +6,8 @@
 // One code path serves decode (1 token) and prefill (a batch of up to n_batch tokens). Per layer: the attention
 // projections (q, k, v with their biases and q/k norms, then the output projection) of all tokens of the batch are
 // one batched product each (backend::matmul; they do not depend on other positions, so causality holds), with
-// RoPE, the KV write and attention token by token in order between them; then one router product for the batch,
+// RoPE and the KV write token by token and one causal attention call for the batch (backend::attention_batch:
+// token t sees positions up to its own) between them; then one router product for the batch,
 // every token routed; then the experts the batch selected are visited, each pinned once and applied to the tokens
 // that chose it at once (their normed inputs gathered, in token order, into a workspace: gate/up products, SwiGLU,
 // down product), so a prompt loads an expert once per layer, not once per token, and at most top_k are pinned at a

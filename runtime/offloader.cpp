@@ -164,8 +164,10 @@ offloader::offloader(const offload_layout& layout, const offload_config& cfg)
     tc.max_slots = n_keys;
     _tier = std::make_unique<memory_tier>(tc);
     if (_cfg.host_budget_bytes) {
+        // Pinned (page-locked, DMA-able) only under device slots: under RAM slots the copies are memcpy, and
+        // pinning would start the GPU driver for nothing.
         memory_tier_config hc = tc;
-        hc.kind = tier_kind::PINNED_HOST;
+        hc.kind = _cfg.tier == tier_kind::DEVICE ? tier_kind::PINNED_HOST : tier_kind::RAM;
         hc.budget_bytes = _cfg.host_budget_bytes;
         _host_tier = std::make_unique<memory_tier>(hc);
     }

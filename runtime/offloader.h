@@ -62,7 +62,7 @@ uint64_t offload_slot_bytes(uint64_t max_expert_bytes);
 struct offload_config {
     tier_kind tier = tier_kind::RAM;   // where the compute tier's slots live (DEVICE for a GPU backend)
     uint64_t expert_budget_bytes = 0;  // bytes of compute-tier slots; 0 = a slot for every expert
-    uint64_t host_budget_bytes = 0;    // pinned host RAM for a second tier under the first; 0 = none
+    uint64_t host_budget_bytes = 0;    // host RAM for a second tier under the first (pinned under device slots)
     std::string policy = "lru";        // compute-tier eviction policy (cache/policies.h); the host tier is LRU
     reader_kind reader = reader_kind::AUTO;
     reader_config reading;             // queue depth etc. of each file's reader

@@ -121,10 +121,22 @@ budget_result run_budget(const std::string& path, const model_desc& d, int perce
     sampler_config greedy;
     greedy.temperature = 0.0f;
     ses.set_sampler(greedy);
-    const generation g = ses.generate(prompt, gen_tokens + 1, nullptr, [&](int) {
-        if (first) after_prompt = eng.stats().total(), first = false;
-        return true;
-    });
+    // A long prompt shows its progress on a terminal.
+    generate_hooks hooks;
+    const auto t_prompt = clock_type::now();
+    if (::isatty(::fileno(stderr)) && prompt.size() >= 256)
+        hooks.prefill_progress = [&](size_t done, size_t total) {
+            std::fprintf(stderr, "\rmoe bench run: budget %d%%: prompt %zu / %zu tokens, %.1f tokens/s ", percent, done,
+                         total, rate(done, seconds_since(t_prompt)));
+            if (done == total) std::fputc('\n', stderr);
+        };
+    const generation g = ses.generate(
+        prompt, gen_tokens + 1, nullptr,
+        [&](int) {
+            if (first) after_prompt = eng.stats().total(), first = false;
+            return true;
+        },
+        nullptr, hooks);
     r.prompt_s = g.prompt_s;
     r.decode_s = g.decode_s;
     r.total = eng.stats().total();

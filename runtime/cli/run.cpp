@@ -33,6 +33,7 @@
 #include "runtime/auto_budget.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/chat_template.h"
+#include "runtime/cpu_dot.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/output_file.h"
@@ -370,6 +371,14 @@ int run_run(int argc, char** argv) {
     if (host_budget && *host_budget == 0)
         fail_usage("--host-budget 0: expected a positive size (leave the flag out for no host tier)");
     const std::string& model_path = f.model_path;
+    // MOE_CPU_ISA picks the CPU kernels for the whole process: a bad value is refused before anything is read.
+    if (!computes_on_cuda(parse_backend(f.backend_text))) {
+        try {
+            cpu_isa_selected();
+        } catch (const error& e) {
+            fail_usage("{}", e.what());
+        }
+    }
 
     // The model's description, the outputs, the prompt and the budget plan come first: a refusal should not wait
     // for the weights to load, and nothing should be computed for an output that cannot be written.

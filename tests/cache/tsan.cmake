@@ -34,7 +34,7 @@ if(NOT MOE_SANITIZE AND NOT TARGET expert_cache_stress_tsan)
         target_link_libraries(moe_cache_tsan PUBLIC ${_moe_cache_libs} fmt::fmt Threads::Threads)
         if(MOE_HAVE_CUDA)
             target_compile_definitions(moe_cache_tsan PUBLIC MOE_HAVE_CUDA=1)
-            target_link_libraries(moe_cache_tsan PUBLIC CUDA::cudart)
+            target_link_libraries(moe_cache_tsan PUBLIC CUDA::cudart_static)
         endif()
         moe_set_warnings(moe_cache_tsan)
 

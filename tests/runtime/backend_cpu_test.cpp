@@ -178,7 +178,7 @@ TEST(backend_cpu, attention_gqa_hand_case) {
                        0, 1, 1, 0};   // t=1: kv0 = (0,1), kv1 = (1,0)
     const float v[] = {1, 2, 10, 20,  // t=0
                        3, 4, 30, 40};
-    float out[8], scores[2];
+    float out[8], scores[8];
     be.attention(q, k, v, out, scores, 4, 2, 2, 2, 2, 1.0f);
     auto mix = [](double s0, double s1, double v0, double v1) {
         const double e0 = std::exp(s0), e1 = std::exp(s1);

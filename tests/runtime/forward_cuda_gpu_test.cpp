@@ -260,7 +260,7 @@ TEST_F(forward_cuda, other_writers_fixtures_run_and_match_the_cpu) {
 // The VRAM a CUDA model, offloader and session really take (cudaMemGetInfo before and after) is the footprint the
 // planner printed, within 2 % (plus the driver's allocation granularity for a tiny model); with two sessions the
 // second adds only its KV cache and workspaces.
-TEST(forward_cuda, allocated_vram_matches_the_printed_plan) {
+TEST(forward_cuda_memory, allocated_vram_matches_the_printed_plan) {
     if (gpu_count() == 0) GTEST_SKIP() << "no GPU: " << gpu_description();
     const std::string path = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/llamacpp/mixtral-kq.gguf";
     engine_config cfg;

@@ -106,6 +106,11 @@ for bad in "--policy mru" "--vram-budget 0" "--vram-budget 10Q" "--prefetch spec
     [ $rc = 2 ] || fail "'$bad': exit status $rc, expected 2"
 done
 
+MOE_CPU_ISA=foo "$moe" run -m "$model" --prompt-ids 1,2,3 --backend cpu >/dev/null 2>"$dir/isa.stderr"
+rc=$?
+[ $rc = 2 ] || fail "MOE_CPU_ISA=foo: exit status $rc, expected 2"
+grep -q "MOE_CPU_ISA=foo" "$dir/isa.stderr" || fail "MOE_CPU_ISA=foo: not named in the message"
+
 if [ $failures -gt 0 ]; then
     echo "$failures check(s) failed" >&2
     exit 1

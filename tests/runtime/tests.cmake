@@ -82,6 +82,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/tests_run_flags.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_bench.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_cli_flags.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/tests_gen.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/tests_lean_start.cmake)
 
 # The CPU kernels are chosen at run time (runtime/cpu_dot.h): CI's default run exercises the best instruction set
 # of its machine. These runs repeat the fidelity and invariant tests with each other kernel set, so a kernel that
