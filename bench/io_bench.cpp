@@ -58,9 +58,15 @@ void read_experts(benchmark::State& state, moe::reader_kind kind) {
     state.SetLabel(std::string(src->kind_name()));
 }
 
-void BM_uring_warm(benchmark::State& s) { read_experts(s, moe::reader_kind::URING_DIRECT); }
-void BM_uring_buffered_warm(benchmark::State& s) { read_experts(s, moe::reader_kind::URING_BUFFERED); }
-void BM_pread_warm(benchmark::State& s) { read_experts(s, moe::reader_kind::PREAD); }
+void BM_uring_warm(benchmark::State& s) {
+    read_experts(s, moe::reader_kind::URING_DIRECT);
+}
+void BM_uring_buffered_warm(benchmark::State& s) {
+    read_experts(s, moe::reader_kind::URING_BUFFERED);
+}
+void BM_pread_warm(benchmark::State& s) {
+    read_experts(s, moe::reader_kind::PREAD);
+}
 BENCHMARK(BM_uring_warm)->Arg(64 << 10)->Arg(1 << 20)->Arg(4 << 20)->UseRealTime();
 BENCHMARK(BM_uring_buffered_warm)->Arg(64 << 10)->Arg(1 << 20)->Arg(4 << 20)->UseRealTime();
 BENCHMARK(BM_pread_warm)->Arg(64 << 10)->Arg(1 << 20)->Arg(4 << 20)->UseRealTime();

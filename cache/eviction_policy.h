@@ -15,9 +15,9 @@ namespace moe {
 
 // What the cache knows about one use of an expert; policies may ignore any of it.
 struct access_info {
-    uint64_t time = 0;     // monotonically increasing use counter (one per row of a trace / per token-layer)
-    uint32_t rank = 0;     // position in the router's top-k (0 = highest weight)
-    float weight = 0.0f;   // router weight, 0 when unknown
+    uint64_t time = 0;    // monotonically increasing use counter (one per row of a trace / per token-layer)
+    uint32_t rank = 0;    // position in the router's top-k (0 = highest weight)
+    float weight = 0.0f;  // router weight, 0 when unknown
 };
 
 // Which resident experts may be chosen as victims (not pinned, not needed by the current row).

@@ -7,7 +7,7 @@
 namespace moe {
 
 struct expert_key {
-    uint32_t layer = 0;   // MoE layer index (0-based over MoE layers, as in moe-trace v1)
+    uint32_t layer = 0;  // MoE layer index (0-based over MoE layers, as in moe-trace v1)
     uint32_t expert = 0;
 
     uint64_t packed() const { return (uint64_t(layer) << 32) | expert; }

@@ -14,9 +14,9 @@ namespace moe {
 struct routing_trace;  // cache/trace.h
 
 struct policy_params {
-    uint32_t n_layers = 0;    // MoE layers (per-layer quota policies split the capacity evenly over them)
-    uint32_t n_experts = 0;   // experts per layer
-    uint64_t capacity = 0;    // expert slots shared by all layers
+    uint32_t n_layers = 0;   // MoE layers (per-layer quota policies split the capacity evenly over them)
+    uint32_t n_experts = 0;  // experts per layer
+    uint64_t capacity = 0;   // expert slots shared by all layers
     // Belady needs the future: the trace it will be replayed on (nullptr for online policies).
     const routing_trace* future = nullptr;
 };

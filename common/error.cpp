@@ -22,8 +22,8 @@ void warn_once(const std::string& key, const std::string& msg) {
 
 void check_failed(const char* expr, const char* file, int line, const std::string& detail) {
     char text[1024];  // no allocation on the way to abort
-    std::snprintf(text, sizeof text, "CHECK failed: %s at %s:%d%s%s", expr, file, line,
-                  detail.empty() ? "" : ": ", detail.c_str());
+    std::snprintf(text, sizeof text, "CHECK failed: %s at %s:%d%s%s", expr, file, line, detail.empty() ? "" : ": ",
+                  detail.c_str());
     log_message(log_level::error, text);
     std::abort();
 }

@@ -43,7 +43,7 @@ void warn_once(const std::string& key, const std::string& msg);
 }  // namespace moe
 
 // A broken invariant is a bug: print the statement and where, then abort.
-#define MOE_CHECK(cond)                                                     \
-    do {                                                                    \
-        if (!(cond)) ::moe::check_failed(#cond, __FILE__, __LINE__, "");    \
+#define MOE_CHECK(cond)                                                  \
+    do {                                                                 \
+        if (!(cond)) ::moe::check_failed(#cond, __FILE__, __LINE__, ""); \
     } while (0)

@@ -42,9 +42,15 @@ bool gpu_memory_info(uint64_t& free_bytes, uint64_t& total_bytes, int device) {
     return true;
 }
 #else
-int gpu_count() { return 0; }
-bool gpu_memory_info(uint64_t&, uint64_t&, int) { return false; }
-std::string gpu_description() { return "none (built without CUDA)"; }
+int gpu_count() {
+    return 0;
+}
+bool gpu_memory_info(uint64_t&, uint64_t&, int) {
+    return false;
+}
+std::string gpu_description() {
+    return "none (built without CUDA)";
+}
 #endif
 
 }  // namespace moe

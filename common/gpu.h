@@ -26,10 +26,9 @@ bool gpu_memory_info(uint64_t& free_bytes, uint64_t& total_bytes, int device = 0
 
 #include "common/error.h"
 // A CUDA failure is a bug or a dead device: print the call, where, and the error, then abort.
-#define MOE_CUDA_CHECK(call)                                                                                  \
-    do {                                                                                                      \
-        cudaError_t _moe_err = (call);                                                                        \
-        if (_moe_err != cudaSuccess)                                                                          \
-            ::moe::check_failed(#call, __FILE__, __LINE__, cudaGetErrorString(_moe_err));                     \
+#define MOE_CUDA_CHECK(call)                                                                                       \
+    do {                                                                                                           \
+        cudaError_t _moe_err = (call);                                                                             \
+        if (_moe_err != cudaSuccess) ::moe::check_failed(#call, __FILE__, __LINE__, cudaGetErrorString(_moe_err)); \
     } while (0)
 #endif

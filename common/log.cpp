@@ -32,10 +32,16 @@ thread_local int t_in_callback = 0;  // callback calls on this thread's stack
 void default_sink(log_level level, std::string_view text) {
     const char* prefix = "";
     switch (level) {
-    case log_level::debug: return;
-    case log_level::info: break;
-    case log_level::warn: prefix = "warning: "; break;
-    case log_level::error: prefix = "error: "; break;
+        case log_level::debug:
+            return;
+        case log_level::info:
+            break;
+        case log_level::warn:
+            prefix = "warning: ";
+            break;
+        case log_level::error:
+            prefix = "error: ";
+            break;
     }
     std::fprintf(stderr, "%s%.*s\n", prefix, int(text.size()), text.data());
 }
@@ -44,10 +50,14 @@ void default_sink(log_level level, std::string_view text) {
 
 std::string_view log_level_name(log_level level) {
     switch (level) {
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warn: return "warning";
-    case log_level::error: return "error";
+        case log_level::debug:
+            return "debug";
+        case log_level::info:
+            return "info";
+        case log_level::warn:
+            return "warning";
+        case log_level::error:
+            return "error";
     }
     return "?";
 }

@@ -57,11 +57,16 @@ uint64_t parse_bytes(std::string_view text, std::string_view what) {
     std::string suffix(text.substr(i));
     for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     int shift = 0;
-    if (suffix.empty() || suffix == "B") shift = 0;
-    else if (suffix == "K" || suffix == "KB" || suffix == "KIB") shift = 10;
-    else if (suffix == "M" || suffix == "MB" || suffix == "MIB") shift = 20;
-    else if (suffix == "G" || suffix == "GB" || suffix == "GIB") shift = 30;
-    else if (suffix == "T" || suffix == "TB" || suffix == "TIB") shift = 40;
+    if (suffix.empty() || suffix == "B")
+        shift = 0;
+    else if (suffix == "K" || suffix == "KB" || suffix == "KIB")
+        shift = 10;
+    else if (suffix == "M" || suffix == "MB" || suffix == "MIB")
+        shift = 20;
+    else if (suffix == "G" || suffix == "GB" || suffix == "GIB")
+        shift = 30;
+    else if (suffix == "T" || suffix == "TB" || suffix == "TIB")
+        shift = 40;
     else
         fail_usage("{}: unknown size suffix '{}' in '{}' (use K, M, G or T, optionally followed by B or iB)", what,
                    printable(text.substr(i)), shown);

@@ -23,10 +23,10 @@
 namespace moe {
 
 struct copy_engine_config {
-    uint32_t n_slots = 0;                   // destination slots: one completion event each
-    uint64_t staging_bytes = 8ull << 20;    // each pinned staging buffer (unpinned sources are copied through them)
-    uint32_t n_staging = 2;                 // fill one while the other is on the bus
-    bool force_host = false;                // tests: use the host-memcpy engine even when a GPU is present
+    uint32_t n_slots = 0;                 // destination slots: one completion event each
+    uint64_t staging_bytes = 8ull << 20;  // each pinned staging buffer (unpinned sources are copied through them)
+    uint32_t n_staging = 2;               // fill one while the other is on the bus
+    bool force_host = false;              // tests: use the host-memcpy engine even when a GPU is present
 };
 
 class copy_engine {
@@ -52,7 +52,9 @@ public:
 #ifdef MOE_HAVE_CUDA
     // Device mode: make `stream` wait (on the GPU, not the host) for slot's last copy.
     void stream_wait(uint32_t slot, cudaStream_t stream);
-    cudaStream_t stream() const { return _stream; }
+    cudaStream_t stream() const {
+        return _stream;
+    }
 #endif
 
 private:

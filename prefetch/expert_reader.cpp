@@ -18,8 +18,8 @@ struct expert_reader::group : read_listener {
     uint64_t failed_index = std::numeric_limits<uint64_t>::max();  // lowest failing range: stable message
     std::string error;
     uint32_t n_ranges = 0;
-    std::vector<uint32_t> files;       // (n_ranges) file index of each range, for messages
-    std::vector<read_request> reqs;    // (n_ranges) kept with the group so a recycled group allocates nothing
+    std::vector<uint32_t> files;     // (n_ranges) file index of each range, for messages
+    std::vector<read_request> reqs;  // (n_ranges) kept with the group so a recycled group allocates nothing
 
     void read_done(const read_result& res) override {
         if (!res.ok()) {

@@ -14,13 +14,13 @@
 namespace moe {
 
 struct fault_plan {
-    int64_t eio_at_offset = -1;       // a read whose bytes cover this file offset fails with EIO (-1: never)
-    uint64_t eio_nth_read = 0;        // the nth read (1-based, counted over all reads) fails with EIO (0: never)
-    uint32_t short_read_every = 0;    // every kth read returns about half of what it got (0: never)
-    uint64_t short_read_align = 4096; // a short read is rounded down to this (O_DIRECT reads are block multiples)
-    uint32_t eagain_every = 0;        // every kth read fails with EAGAIN, which the reader must requeue (0: never)
-    uint32_t delay_us = 0;            // every read completes this much later
-    int64_t truncate_at = -1;         // reads see the file end here, as if truncated after it was described
+    int64_t eio_at_offset = -1;        // a read whose bytes cover this file offset fails with EIO (-1: never)
+    uint64_t eio_nth_read = 0;         // the nth read (1-based, counted over all reads) fails with EIO (0: never)
+    uint32_t short_read_every = 0;     // every kth read returns about half of what it got (0: never)
+    uint64_t short_read_align = 4096;  // a short read is rounded down to this (O_DIRECT reads are block multiples)
+    uint32_t eagain_every = 0;         // every kth read fails with EAGAIN, which the reader must requeue (0: never)
+    uint32_t delay_us = 0;             // every read completes this much later
+    int64_t truncate_at = -1;          // reads see the file end here, as if truncated after it was described
 };
 
 // Thread-safe: readers call apply() from their worker/completion threads.

@@ -13,10 +13,10 @@ namespace moe {
 std::string describe_read_error(const read_result& res, std::string_view path) {
     if (res.ok()) return fmt::format("read of {} bytes at offset {} of {} succeeded", res.len, res.offset, path);
     const char* name = strerrorname_np(res.error());
-    return fmt::format("read of {} bytes at offset {} of {} failed at offset {}: {} ({}){}", res.len, res.offset, path,
-                       res.error_offset, std::strerror(res.error()), name ? name : "?",
-                       res.error() == ENODATA ? ": the file ends there (truncated, or changed since it was described)"
-                                              : "");
+    return fmt::format(
+        "read of {} bytes at offset {} of {} failed at offset {}: {} ({}){}", res.len, res.offset, path,
+        res.error_offset, std::strerror(res.error()), name ? name : "?",
+        res.error() == ENODATA ? ": the file ends there (truncated, or changed since it was described)" : "");
 }
 
 void read_waiter::read_done(const read_result& res) {

@@ -20,9 +20,9 @@ class fault_injector;
 
 // How a reader moves bytes. One struct for every implementation; fields a reader does not use are ignored.
 struct reader_config {
-    uint32_t queue_depth = 32;           // reads in flight at once (io_uring SQEs; pread: threads)
-    uint64_t chunk_bytes = 1ull << 20;   // largest single read; big ranges are split so they spread over the queue
-    bool register_buffers = true;        // io_uring: register the bounce buffers (needs RLIMIT_MEMLOCK headroom)
+    uint32_t queue_depth = 32;               // reads in flight at once (io_uring SQEs; pread: threads)
+    uint64_t chunk_bytes = 1ull << 20;       // largest single read; big ranges are split so they spread over the queue
+    bool register_buffers = true;            // io_uring: register the bounce buffers (needs RLIMIT_MEMLOCK headroom)
     std::shared_ptr<fault_injector> faults;  // tests: consulted after every read syscall; null in production
 };
 
@@ -36,19 +36,19 @@ public:
 };
 
 struct read_request {
-    uint64_t offset = 0;               // absolute byte offset in the file
-    uint64_t len = 0;                  // exact bytes wanted
-    uint8_t* dst = nullptr;            // (len) bytes; owned by the reader until read_done
-    read_listener* listener = nullptr; // told once, when every byte has arrived or the request has failed
-    uint64_t tag = 0;                  // caller's id, handed back in read_result
+    uint64_t offset = 0;                // absolute byte offset in the file
+    uint64_t len = 0;                   // exact bytes wanted
+    uint8_t* dst = nullptr;             // (len) bytes; owned by the reader until read_done
+    read_listener* listener = nullptr;  // told once, when every byte has arrived or the request has failed
+    uint64_t tag = 0;                   // caller's id, handed back in read_result
 };
 
 struct read_result {
     uint64_t tag = 0;
-    uint64_t offset = 0;         // the request's offset and length, for messages
+    uint64_t offset = 0;  // the request's offset and length, for messages
     uint64_t len = 0;
-    int64_t result = 0;          // len when every byte arrived, else -errno (never a partial count)
-    uint64_t error_offset = 0;   // on failure: the file offset whose read failed
+    int64_t result = 0;         // len when every byte arrived, else -errno (never a partial count)
+    uint64_t error_offset = 0;  // on failure: the file offset whose read failed
     bool ok() const { return result >= 0; }
     int error() const { return result < 0 ? int(-result) : 0; }
 };
@@ -60,7 +60,7 @@ class file_source {
 public:
     virtual ~file_source() = default;  // waits for every submitted request to complete first
     virtual const std::string& path() const = 0;
-    virtual uint64_t size() const = 0;          // file length when opened
+    virtual uint64_t size() const = 0;  // file length when opened
     // "io_uring+O_DIRECT", "io_uring (buffered)", "pread", ...: what actually moves the bytes.
     virtual std::string_view kind_name() const = 0;
     // Queues requests; thread-safe; returns without waiting for the I/O. Requests beyond the queue depth wait

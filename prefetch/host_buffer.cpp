@@ -18,7 +18,8 @@ namespace moe {
 
 uint64_t memlock_limit() {
     rlimit rl{};
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return std::numeric_limits<uint64_t>::max();
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return std::numeric_limits<uint64_t>::max();
     return uint64_t(rl.rlim_cur);
 }
 
@@ -46,11 +47,12 @@ host_buffer::host_buffer(uint64_t bytes) : _bytes(bytes) {
     } else {
         const int e = errno;
         const uint64_t lim = memlock_limit();
-        warn_once("host-buffer-mlock",
-                  fmt::format("mlock of {} failed ({}); staging memory may be paged out. RLIMIT_MEMLOCK is {}. "
-                              "HINT: raise it (ulimit -l unlimited, or LimitMEMLOCK= in a systemd unit)",
-                              format_bytes(rounded), std::strerror(e),
-                              lim == std::numeric_limits<uint64_t>::max() ? std::string("unlimited") : format_bytes(lim)));
+        warn_once(
+            "host-buffer-mlock",
+            fmt::format("mlock of {} failed ({}); staging memory may be paged out. RLIMIT_MEMLOCK is {}. "
+                        "HINT: raise it (ulimit -l unlimited, or LimitMEMLOCK= in a systemd unit)",
+                        format_bytes(rounded), std::strerror(e),
+                        lim == std::numeric_limits<uint64_t>::max() ? std::string("unlimited") : format_bytes(lim)));
     }
 }
 
@@ -68,10 +70,14 @@ void host_buffer::release() {
     _data = nullptr;
 }
 
-host_buffer::~host_buffer() { release(); }
+host_buffer::~host_buffer() {
+    release();
+}
 
 host_buffer::host_buffer(host_buffer&& o) noexcept
-    : _data(std::exchange(o._data, nullptr)), _bytes(std::exchange(o._bytes, 0)), _cuda(o._cuda),
+    : _data(std::exchange(o._data, nullptr)),
+      _bytes(std::exchange(o._bytes, 0)),
+      _cuda(o._cuda),
       _mlocked(o._mlocked) {}
 
 host_buffer& host_buffer::operator=(host_buffer&& o) noexcept {

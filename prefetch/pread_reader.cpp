@@ -18,10 +18,11 @@ namespace moe {
 pread_reader::pread_reader(const std::string& path, bool direct, const reader_config& cfg)
     : _path(path), _direct(direct), _cfg(cfg) {
     if (_cfg.queue_depth == 0) fail("{}: pread queue depth must be at least 1", path);
-    _cfg.chunk_bytes = std::max<uint64_t>(direct_align, (_cfg.chunk_bytes + direct_align - 1) / direct_align * direct_align);
+    _cfg.chunk_bytes =
+        std::max<uint64_t>(direct_align, (_cfg.chunk_bytes + direct_align - 1) / direct_align * direct_align);
     _fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
     if (_fd < 0) fail("cannot open {} for reading{}: {}", path, direct ? " with O_DIRECT" : "", std::strerror(errno));
-    struct stat st{};
+    struct stat st {};
     if (::fstat(_fd, &st) != 0) {
         int e = errno;
         ::close(_fd);

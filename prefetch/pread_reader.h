@@ -43,8 +43,8 @@ private:
     std::condition_variable _work_cv;
     std::condition_variable _idle_cv;
     read_tracker _tracker;
-    uint64_t _in_flight = 0;             // requests accepted and not yet reported
-    uint64_t _in_callback = 0;           // reported, listener still running (the destructor waits for them)
+    uint64_t _in_flight = 0;    // requests accepted and not yet reported
+    uint64_t _in_callback = 0;  // reported, listener still running (the destructor waits for them)
     bool _stop = false;
     std::vector<std::thread> _threads;
 };

@@ -4,9 +4,9 @@
 #include <algorithm>
 
 #include "cache/expert_cache.h"
+#include "cache/expert_loader.h"
 #include "common/error.h"
 #include "prefetch/speculative_gating.h"
-#include "cache/expert_loader.h"
 
 namespace moe {
 

@@ -10,8 +10,12 @@
 namespace moe {
 
 namespace {
-uint64_t round_down(uint64_t x, uint64_t a) { return x / a * a; }
-uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+uint64_t round_down(uint64_t x, uint64_t a) {
+    return x / a * a;
+}
+uint64_t round_up(uint64_t x, uint64_t a) {
+    return (x + a - 1) / a * a;
+}
 constexpr uint32_t max_retries = 1000;  // EAGAIN/EINTR requeues of one chunk before it counts as failed
 }  // namespace
 

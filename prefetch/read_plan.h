@@ -24,8 +24,8 @@ struct read_op {
     uint64_t next_pos = 0;     // next file offset to cut a chunk from
     uint32_t outstanding = 0;  // chunks issued and not back
     bool failed = false;
-    bool queued = false;       // in the tracker's pending queue
-    int64_t error = 0;         // -errno of the first failure
+    bool queued = false;  // in the tracker's pending queue
+    int64_t error = 0;    // -errno of the first failure
     uint64_t error_offset = 0;
     read_op* q_prev = nullptr;  // links of the tracker's pending queue (intrusive: queueing never allocates)
     read_op* q_next = nullptr;
@@ -33,16 +33,16 @@ struct read_op {
 
 struct read_chunk {
     read_op* op = nullptr;
-    uint64_t win_off = 0;     // file offset of the window read
-    uint64_t win_len = 0;     // window length (a block multiple when direct)
-    uint8_t* buf = nullptr;   // where the window lands: the destination itself, or the bounce buffer
+    uint64_t win_off = 0;    // file offset of the window read
+    uint64_t win_len = 0;    // window length (a block multiple when direct)
+    uint8_t* buf = nullptr;  // where the window lands: the destination itself, or the bounce buffer
     bool bounced = false;
-    uint64_t done = 0;        // window bytes received so far
-    uint64_t want = 0;        // window bytes needed (up to the end of the wanted bytes)
-    uint64_t copy_from = 0;   // bounced: window offset of the wanted bytes
+    uint64_t done = 0;       // window bytes received so far
+    uint64_t want = 0;       // window bytes needed (up to the end of the wanted bytes)
+    uint64_t copy_from = 0;  // bounced: window offset of the wanted bytes
     uint64_t copy_len = 0;
     uint8_t* copy_dst = nullptr;
-    uint32_t retries = 0;     // EAGAIN/EINTR requeues of this chunk
+    uint32_t retries = 0;  // EAGAIN/EINTR requeues of this chunk
 };
 
 // Cuts the next chunk of `op` (whose next_pos < end) into `c`; `bounce` is a direct_align-aligned buffer of at

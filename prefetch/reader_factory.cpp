@@ -26,11 +26,16 @@ bool env_set(const char* name) {
 
 std::string_view reader_kind_name(reader_kind k) {
     switch (k) {
-    case reader_kind::AUTO: return "auto";
-    case reader_kind::URING_DIRECT: return "uring";
-    case reader_kind::URING_BUFFERED: return "uring-buffered";
-    case reader_kind::PREAD: return "pread";
-    case reader_kind::PREAD_DIRECT: return "pread-direct";
+        case reader_kind::AUTO:
+            return "auto";
+        case reader_kind::URING_DIRECT:
+            return "uring";
+        case reader_kind::URING_BUFFERED:
+            return "uring-buffered";
+        case reader_kind::PREAD:
+            return "pread";
+        case reader_kind::PREAD_DIRECT:
+            return "pread-direct";
     }
     return "?";
 }
@@ -99,8 +104,8 @@ std::unique_ptr<file_source> open_file_source(const std::string& path, reader_ki
                                                   "page cache",
                                                   path, p.direct_error));
     if (p.uring) return std::make_unique<uring_reader>(path, false, cfg);
-    warn_once("reader-no-uring", fmt::format("io_uring is not available ({}); using the pread thread pool",
-                                             p.uring_error));
+    warn_once("reader-no-uring",
+              fmt::format("io_uring is not available ({}); using the pread thread pool", p.uring_error));
     return std::make_unique<pread_reader>(path, p.direct, cfg);
 }
 

@@ -23,10 +23,10 @@ std::string_view reader_kind_name(reader_kind k);
 reader_kind parse_reader_kind(std::string_view text, std::string_view what);
 
 struct io_probe {
-    bool uring = false;       // a ring could be set up and a NOP went round
-    std::string uring_error;  // why not
-    bool direct = false;      // the file opens with O_DIRECT and an aligned 4 KiB read works
-    std::string direct_error; // why not
+    bool uring = false;        // a ring could be set up and a NOP went round
+    std::string uring_error;   // why not
+    bool direct = false;       // the file opens with O_DIRECT and an aligned 4 KiB read works
+    std::string direct_error;  // why not
 };
 // Probes io_uring (once per process, cached) and O_DIRECT for this file.
 io_probe probe_io(const std::string& path);

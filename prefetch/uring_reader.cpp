@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -57,10 +57,11 @@ bool uring_reader::probe(std::string& why) {
 uring_reader::uring_reader(const std::string& path, bool direct, const reader_config& cfg, const uring_calls& calls)
     : _path(path), _direct(direct), _cfg(cfg), _calls(calls) {
     if (_cfg.queue_depth == 0) fail("{}: io_uring queue depth must be at least 1", path);
-    _cfg.chunk_bytes = std::max<uint64_t>(direct_align, (_cfg.chunk_bytes + direct_align - 1) / direct_align * direct_align);
+    _cfg.chunk_bytes =
+        std::max<uint64_t>(direct_align, (_cfg.chunk_bytes + direct_align - 1) / direct_align * direct_align);
     _fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
     if (_fd < 0) fail("cannot open {} for reading{}: {}", path, direct ? " with O_DIRECT" : "", std::strerror(errno));
-    struct stat st{};
+    struct stat st {};
     if (::fstat(_fd, &st) != 0) {
         int e = errno;
         ::close(_fd);
@@ -146,7 +147,9 @@ void uring_reader::submit(std::span<const read_request> reqs) {
     deliver(failed);
 }
 
-int uring_reader::call_submit() { return _calls.submit ? _calls.submit(&_ring, _calls.user) : io_uring_submit(&_ring); }
+int uring_reader::call_submit() {
+    return _calls.submit ? _calls.submit(&_ring, _calls.user) : io_uring_submit(&_ring);
+}
 
 int uring_reader::call_wait(io_uring_cqe** cqe, __kernel_timespec* timeout) {
     if (_calls.wait) return _calls.wait(&_ring, cqe, timeout, _calls.user);
@@ -335,7 +338,8 @@ void uring_reader::reap_loop() {
             _free_slots.push_back(i);
             read_result out;
             read_listener* l = nullptr;
-            if (_tracker.chunk_back(c.op, step == chunk_step::FAIL ? err : 0, err_off, out, l)) done.emplace_back(out, l);
+            if (_tracker.chunk_back(c.op, step == chunk_step::FAIL ? err : 0, err_off, out, l))
+                done.emplace_back(out, l);
         }
         {
             std::lock_guard<std::mutex> lock(_mu);

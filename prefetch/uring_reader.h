@@ -78,14 +78,14 @@ private:
 
     mutable std::mutex _mu;  // guards everything below and the submission side of the ring
     std::condition_variable _idle_cv;
-    std::vector<slot> _slots;            // (queue_depth)
+    std::vector<slot> _slots;  // (queue_depth)
     std::vector<uint32_t> _free_slots;
     read_tracker _tracker;
-    uint64_t _in_flight = 0;             // requests accepted and not yet reported
-    uint64_t _in_callback = 0;           // reported, listener still running (the destructor waits for them)
-    int _ring_error = 0;                 // -errno once a wait on the ring failed: the ring is no longer used
-    bool _stop = false;                  // the destructor asks the completion thread to end
-    std::thread _reaper;                 // the only reader of the completion queue
+    uint64_t _in_flight = 0;    // requests accepted and not yet reported
+    uint64_t _in_callback = 0;  // reported, listener still running (the destructor waits for them)
+    int _ring_error = 0;        // -errno once a wait on the ring failed: the ring is no longer used
+    bool _stop = false;         // the destructor asks the completion thread to end
+    std::thread _reaper;        // the only reader of the completion queue
 };
 
 }  // namespace moe

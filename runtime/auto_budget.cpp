@@ -93,7 +93,8 @@ uint64_t estimate_resident_bytes(const model_file& file, const model_desc& d, bo
         for (const expert_range& r : e.ranges) expert_tensors.insert(r.tensor);
     uint64_t bytes = 0;
     for (const tensor_desc& t : file.tensors)
-        if (!expert_tensors.count(t.name)) bytes += (t.bytes + k_resident_align - 1) / k_resident_align * k_resident_align;
+        if (!expert_tensors.count(t.name))
+            bytes += (t.bytes + k_resident_align - 1) / k_resident_align * k_resident_align;
     return bytes;
 }
 
@@ -116,8 +117,8 @@ memory_need estimate_memory_need(const model_file& file, const model_desc& d, in
                          H * C + (head_rows + 1) * V + E + D) *
                         sizeof(float);
     // Routing of a batch (ids, weights, their device copies, output pointers), gathers, pins and groups,
-    // per-expert marks, visiting order and output rows, the MoE layer table, and the speculative router logits of the layers ahead (device and
-    // host copies; the prefetcher looks at most every layer ahead).
+    // per-expert marks, visiting order and output rows, the MoE layer table, and the speculative router logits of the
+    // layers ahead (device and host copies; the prefetcher looks at most every layer ahead).
     n.workspace_bytes += B * K * (4 * sizeof(float) + sizeof(void*)) + 2 * B * sizeof(int) + K * (64 + sizeof(int)) +
                          E * (1 + 2 * sizeof(int)) + Ln * sizeof(int) + 2 * Ln * E * sizeof(float);
     if (cuda) n.workspace_bytes += cuda_backend_workspace_bytes();
@@ -141,9 +142,9 @@ std::string format_breakdown(const memory_need& need, uint32_t n_slots, uint64_t
                        format_bytes(uint64_t(n_slots) * slot_bytes));
 }
 
-budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes,
-                                uint32_t n_experts_total, uint32_t min_slots, std::string_view source,
-                                std::string_view flag, std::string_view reason) {
+budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes, uint32_t n_experts_total,
+                                uint32_t min_slots, std::string_view source, std::string_view flag,
+                                std::string_view reason) {
     MOE_CHECK(slot_bytes > 0);
     budget_plan p;
     p.budget_bytes = budget;
@@ -159,8 +160,7 @@ budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64
             source, flag, format_bytes(budget), budget,
             reason.empty() ? fmt::format("the forward pass pins one layer's top-{} experts at once", min_slots)
                            : std::string(reason),
-            format_bytes(p.min_budget_bytes),
-            p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes)));
+            format_bytes(p.min_budget_bytes), p.min_budget_bytes, format_breakdown(need, min_slots, slot_bytes)));
     p.every_expert = fit >= n_experts_total;
     p.n_slots = uint32_t(std::min<uint64_t>(fit, n_experts_total));
     return p;

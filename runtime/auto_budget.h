@@ -49,26 +49,26 @@ uint64_t kv_cache_bytes(const model_desc& desc, int n_ctx);
 // The CUDA backend's fixed device workspaces (backend_cuda_config's matmul + cuBLAS workspaces).
 uint64_t cuda_backend_workspace_bytes();
 
-// An explicit compute-memory budget (--vram-budget) split as invariant 1 of docs/invariants.md (budgets are hard) asks: the resident weights,
-// the KV cache and the workspaces come first, the expert slots get what is left, in whole slots, capped at every
-// expert. The budget covers everything the engine puts in the memory it computes in (VRAM with CUDA, RAM on the
-// CPU), not only the slots.
+// An explicit compute-memory budget (--vram-budget) split as invariant 1 of docs/invariants.md (budgets are hard) asks:
+// the resident weights, the KV cache and the workspaces come first, the expert slots get what is left, in whole slots,
+// capped at every expert. The budget covers everything the engine puts in the memory it computes in (VRAM with CUDA,
+// RAM on the CPU), not only the slots.
 struct budget_plan {
     uint64_t budget_bytes = 0;  // the budget as given
     memory_need need;           // what comes before the slots (estimated: at least what the engine allocates)
     uint64_t slot_bytes = 0;
-    uint32_t n_slots = 0;            // expert slots that fit after `need`, capped at every expert
-    bool every_expert = false;       // the cap was reached
-    uint64_t min_budget_bytes = 0;   // need + min_slots slots: the smallest budget that runs
+    uint32_t n_slots = 0;           // expert slots that fit after `need`, capped at every expert
+    bool every_expert = false;      // the cap was reached
+    uint64_t min_budget_bytes = 0;  // need + min_slots slots: the smallest budget that runs
     uint64_t expert_bytes() const { return uint64_t(n_slots) * slot_bytes; }
     uint64_t total() const { return need.total() + expert_bytes(); }  // <= budget_bytes
 };
 // Throws moe::error naming `source` and `flag` with the breakdown and the minimum when the budget cannot hold
 // `need` plus min_slots slots (one layer's top-k experts are pinned at once).
 // `reason` says why min_slots slots are the least (default: one layer's top-k pinned at once).
-budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes,
-                                uint32_t n_experts_total, uint32_t min_slots, std::string_view source,
-                                std::string_view flag, std::string_view reason = {});
+budget_plan plan_compute_budget(uint64_t budget, const memory_need& need, uint64_t slot_bytes, uint32_t n_experts_total,
+                                uint32_t min_slots, std::string_view source, std::string_view flag,
+                                std::string_view reason = {});
 // "resident 163.25 KiB + KV cache 8.00 KiB + workspace 12.34 KiB + 3 expert slots of 24.00 KiB (72.00 KiB)"
 std::string format_breakdown(const memory_need& need, uint32_t n_slots, uint64_t slot_bytes);
 

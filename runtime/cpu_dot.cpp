@@ -4,8 +4,8 @@
 #include "runtime/cpu_dot.h"
 
 #include <algorithm>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "common/error.h"

@@ -32,8 +32,8 @@ struct engine_config {
     int n_threads = 1;                    // CPU backend threads (0 = one per hardware thread); never changes results
     int64_t min_parallel_work = 1 << 14;  // smaller matrix products stay on one thread (tests lower it)
     backend_kind backend = backend_kind::CPU;  // CUDA: expert_budget_bytes is then VRAM for expert slots
-    streamer_config streaming;            // in-flight requests etc.
-    load_progress_fn load_progress;       // optional: progress of loading the resident weights (moe run's bar)
+    streamer_config streaming;                 // in-flight requests etc.
+    load_progress_fn load_progress;            // optional: progress of loading the resident weights (moe run's bar)
 };
 
 // The model's part of an engine_config, and its offloader and session parts for a loaded model.

@@ -91,8 +91,7 @@ uint64_t forward_pass::workspace_bytes() const {
     const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size();
     return backend_bytes + f * sizeof(float) + (_ids.size() + _moe_layers.size()) * sizeof(int) +
            _y_ptrs.size() * sizeof(void*) + _handles.size() * sizeof(expert_handle) + _used.size() +
-           (_visit.size() + _group.size() + _gather_tok.size() + _gather_slot.size() + _ys_first.size()) *
-               sizeof(int);
+           (_visit.size() + _group.size() + _gather_tok.size() + _gather_slot.size() + _ys_first.size()) * sizeof(int);
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
@@ -261,8 +260,8 @@ void forward_pass::moe_step(int il, int n_tok) {
     if (shared) shared_expert(T, n_tok);
     for (int i = 0; i < n_tok; ++i) {
         float* out = _tmp.data() + size_t(i) * size_t(D);
-        _be.weighted_sum(_y_ptrs.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K), K,
-                         out, D);
+        _be.weighted_sum(_y_ptrs.data() + size_t(i) * size_t(K), _weights_dev.data() + size_t(i) * size_t(K), K, out,
+                         D);
         if (shared) _be.add_gated(out, _rows.data() + size_t(i) * size_t(D), _sh_logit.data() + i, D);
     }
     _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
@@ -287,7 +286,7 @@ void forward_pass::apply_group(int moe_layer, int n_pinned, int n_tok) {
                     _gather_slot[size_t(m++)] = i * K + r;
                     break;  // top-k experts are distinct
                 }
-        MOE_CHECK(m > 0);  // it is visited because some token chose it
+        MOE_CHECK(m > 0);                                          // it is visited because some token chose it
         const float* X = _xn.data() + size_t(_gather_tok[0]) * D;  // one token (decode): its row as it is
         if (m > 1) {
             for (int j = 0; j < m; ++j)
@@ -316,8 +315,8 @@ void forward_pass::prefetch_ahead(int il) {
     for (int s = 0; s < n_spec; ++s) {
         const layer_tensors& N = _rw.layers[size_t(_moe_layers[moe_layer + 1 + uint32_t(s)])];
         _be.rmsnorm(_x.data(), N.ffn_norm, _pf_xn.data(), _d.n_embd, float(_d.rms_eps));
-        _be.matvec(N.router.type, N.router.data, _pf_xn.data(), _pf_logits_dev.data() + size_t(s) * E,
-                   N.router.n_cols, N.router.n_rows);
+        _be.matvec(N.router.type, N.router.data, _pf_xn.data(), _pf_logits_dev.data() + size_t(s) * E, N.router.n_cols,
+                   N.router.n_rows);
     }
     if (n_spec > 0) _be.download(_pf_logits.data(), _pf_logits_dev.data(), size_t(n_spec) * E * sizeof(float));
     _stats.n_prefetches +=

@@ -118,39 +118,39 @@ private:
     // KV cache: (n_layers, n_ctx, n_head_kv, hd_k) and (n_layers, n_ctx, n_head_kv, hd_v)
     backend_array<float> _k_cache, _v_cache;
     // Workspaces
-    backend_array<float> _x;           // (n_batch, n_embd) residual stream
-    backend_array<float> _xn;          // (n_batch, n_embd) normed input of the current block
-    backend_array<float> _q;           // (n_batch, n_head * hd_k)
-    backend_array<float> _att;         // (n_batch, n_head * hd_v) attention outputs
-    backend_array<float> _tmp;         // (n_batch, n_embd) block outputs before the residual add
-    backend_array<float> _scores;      // (n_head, n_ctx)
-    backend_array<float> _router;      // (n_batch, n_experts) router logits
-    backend_array<float> _probs;       // (n_experts)
-    backend_array<int> _ids_dev;       // (n_batch, top_k) route's output, downloaded into _ids
-    backend_array<float> _weights_dev;  // (n_batch, top_k) ... into _weights; weighted_sum reads these
+    backend_array<float> _x;              // (n_batch, n_embd) residual stream
+    backend_array<float> _xn;             // (n_batch, n_embd) normed input of the current block
+    backend_array<float> _q;              // (n_batch, n_head * hd_k)
+    backend_array<float> _att;            // (n_batch, n_head * hd_v) attention outputs
+    backend_array<float> _tmp;            // (n_batch, n_embd) block outputs before the residual add
+    backend_array<float> _scores;         // (n_head, n_ctx)
+    backend_array<float> _router;         // (n_batch, n_experts) router logits
+    backend_array<float> _probs;          // (n_experts)
+    backend_array<int> _ids_dev;          // (n_batch, top_k) route's output, downloaded into _ids
+    backend_array<float> _weights_dev;    // (n_batch, top_k) ... into _weights; weighted_sum reads these
     backend_array<float> _pf_logits_dev;  // (depth, n_experts) later layers' router logits (speculative gating)
     backend_array<float> _pf_xn;          // (n_embd) the residual normed as a later layer's FFN input
     // (n_batch, n_embd) the normed inputs of one expert's tokens, gathered in token order; after the routed
     // experts, the shared expert's outputs
     backend_array<float> _rows;
-    backend_array<float> _gate, _up;   // (n_batch, max(n_ff_exp, n_ff_shexp))
+    backend_array<float> _gate, _up;  // (n_batch, max(n_ff_exp, n_ff_shexp))
     // (n_batch * top_k, n_embd) this layer's expert outputs, each expert's rows together, experts in id order;
     // _y_ptrs says which row is whose
     backend_array<float> _ys;
     backend_array<float> _sh_logit;    // (n_batch) shared expert gate logits
     backend_array<float> _logits_dev;  // (_head_rows, n_vocab)
     // Host memory:
-    int _head_rows = 1;           // positions whose logits one output-head product computes (all_logits)
-    std::vector<int> _ids;        // (n_batch, top_k) selected experts, rank order
-    std::vector<float> _weights;  // (n_batch, top_k)
-    std::vector<float> _pf_logits;  // (depth, n_experts) ... downloaded for the prefetcher
-    std::vector<int> _moe_layers;   // (n_moe_layers) decoder layer index of each MoE layer
+    int _head_rows = 1;                   // positions whose logits one output-head product computes (all_logits)
+    std::vector<int> _ids;                // (n_batch, top_k) selected experts, rank order
+    std::vector<float> _weights;          // (n_batch, top_k)
+    std::vector<float> _pf_logits;        // (depth, n_experts) ... downloaded for the prefetcher
+    std::vector<int> _moe_layers;         // (n_moe_layers) decoder layer index of each MoE layer
     std::vector<const float*> _y_ptrs;    // (n_batch, top_k) each (token, rank)'s expert output row in _ys
     std::vector<int> _ys_first;           // (n_experts) expert e's first row in _ys (this layer's routing)
     std::vector<int> _gather_tok;         // (n_batch) the tokens of the expert being applied, in token order
     std::vector<int> _gather_slot;        // (n_batch) ... and the (token, rank) slot each fills
     std::vector<uint8_t> _used;           // (n_experts) selected by some token of the batch in this layer
-    std::vector<int> _visit;  // (n_experts) this layer's selected experts, resident ones first
+    std::vector<int> _visit;              // (n_experts) this layer's selected experts, resident ones first
     std::vector<int> _group;              // (top_k) experts pinned together
     std::vector<expert_handle> _handles;  // (top_k) pins of the current group
     std::vector<float> _logits;           // (n_vocab)

@@ -23,8 +23,8 @@ namespace {
 // The CPU backend decodes one weight row per thread into a workspace: the widest row any product of this model
 // multiplies (experts, resident matrices, the shared expert, the attention output).
 int64_t widest_row(const model_desc& d) {
-    return std::max({int64_t(d.n_embd), int64_t(d.n_ff_exp), int64_t(d.n_ff_shexp),
-                     int64_t(d.n_head) * int64_t(d.head_dim_v)});
+    return std::max(
+        {int64_t(d.n_embd), int64_t(d.n_ff_exp), int64_t(d.n_ff_shexp), int64_t(d.n_head) * int64_t(d.head_dim_v)});
 }
 
 }  // namespace

@@ -730,8 +730,7 @@ private:
         if (!(r.factor > 0.0) || !std::isfinite(r.factor))
             fail("{}: {}: expected a positive scaling factor, found {}", _src, factor_what, r.factor);
         if (r.type == rope_scaling_type::YARN && r.orig_ctx <= 0)
-            fail("{}: {}: YaRN RoPE scaling needs the original context length, found {}", _src, ctx_what,
-                 r.orig_ctx);
+            fail("{}: {}: YaRN RoPE scaling needs the original context length, found {}", _src, ctx_what, r.orig_ctx);
     }
 
     void check_counts() const {
@@ -770,9 +769,10 @@ private:
         const char* marker = _f.format == model_format::GGUF ? "_exps." : ".experts.";
         for (const auto& t : _f.tensors)
             if (t.name.find(marker) != std::string::npos && !used.count(t.name))
-                fail("{}: tensor '{}' looks like routed-expert weights but belongs to no MoE layer of the {} blocks "
-                     "described",
-                     _src, t.name, _d.n_layers);
+                fail(
+                    "{}: tensor '{}' looks like routed-expert weights but belongs to no MoE layer of the {} blocks "
+                    "described",
+                    _src, t.name, _d.n_layers);
     }
 };
 

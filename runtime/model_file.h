@@ -28,24 +28,24 @@ struct meta_value {
 };
 
 struct tensor_desc {
-    std::string name;         // full name as stored ("blk.0.ffn_up_exps.weight", "model.layers.0....")
+    std::string name;  // full name as stored ("blk.0.ffn_up_exps.weight", "model.layers.0....")
     tensor_type type;
     int n_dims = 0;
     int64_t ne[4] = {1, 1, 1, 1};  // ggml order: ne[0] is contiguous. safetensors shapes are reversed into this.
-    int file = 0;             // index into model_file::paths
-    uint64_t offset = 0;      // absolute byte offset in that file
-    uint64_t bytes = 0;       // exact byte size
+    int file = 0;                  // index into model_file::paths
+    uint64_t offset = 0;           // absolute byte offset in that file
+    uint64_t bytes = 0;            // exact byte size
 };
 
 struct model_file {
     model_format format = model_format::GGUF;
-    std::vector<std::string> paths;            // every file the model spans (shards in order)
-    std::vector<uint64_t> file_sizes;          // same order as paths
-    uint32_t gguf_version = 0;                 // GGUF only
-    uint32_t alignment = 0;                    // GGUF: general.alignment or 32
-    std::map<std::string, meta_value> metadata;  // GGUF key/values (shard 0); empty for safetensors
-    nlohmann::json config;                     // safetensors: config.json beside the weights; null for GGUF
-    std::vector<tensor_desc> tensors;          // in file order (shard by shard)
+    std::vector<std::string> paths;                 // every file the model spans (shards in order)
+    std::vector<uint64_t> file_sizes;               // same order as paths
+    uint32_t gguf_version = 0;                      // GGUF only
+    uint32_t alignment = 0;                         // GGUF: general.alignment or 32
+    std::map<std::string, meta_value> metadata;     // GGUF key/values (shard 0); empty for safetensors
+    nlohmann::json config;                          // safetensors: config.json beside the weights; null for GGUF
+    std::vector<tensor_desc> tensors;               // in file order (shard by shard)
     std::unordered_map<std::string, size_t> index;  // name -> position in tensors
 
     const tensor_desc* find(const std::string& name) const {

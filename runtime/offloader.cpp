@@ -63,8 +63,10 @@ uint32_t min_expert_slots(const offload_config& cfg, const offload_layout& layou
 
 std::string min_slots_reason(const offload_config& cfg, const offload_layout& layout) {
     if (cfg.policy == "lru-layer")
-        return fmt::format("policy lru-layer gives each of the {} MoE layers an equal share of the slots, and each "
-                           "share must hold one layer's top-{} experts", layout.n_layers, layout.top_k);
+        return fmt::format(
+            "policy lru-layer gives each of the {} MoE layers an equal share of the slots, and each "
+            "share must hold one layer's top-{} experts",
+            layout.n_layers, layout.top_k);
     return fmt::format("the forward pass pins one layer's top-{} experts at once", layout.top_k);
 }
 
@@ -72,8 +74,10 @@ offload_config validate_offload_config(const offload_config& in, const offload_l
                                        std::vector<std::string>* warnings) {
     offload_config c = in;
     if (layout.n_layers == 0 || layout.n_experts == 0 || layout.top_k == 0 || layout.top_k > layout.n_experts)
-        refuse(config_fault::INVALID, "{}: {} MoE layers of {} experts with top-k {}: expected at least one layer, one "
-               "expert and 1 <= top-k <= experts", layout.name, layout.n_layers, layout.n_experts, layout.top_k);
+        refuse(config_fault::INVALID,
+               "{}: {} MoE layers of {} experts with top-k {}: expected at least one layer, one "
+               "expert and 1 <= top-k <= experts",
+               layout.name, layout.n_layers, layout.n_experts, layout.top_k);
     if (layout.ranges.size() != size_t(layout.n_keys()))
         refuse(config_fault::INVALID, "{}: {} expert layouts for {} x {} experts", layout.name, layout.ranges.size(),
                layout.n_layers, layout.n_experts);
@@ -86,14 +90,19 @@ offload_config validate_offload_config(const offload_config& in, const offload_l
 
     const auto names = policy_names();
     if (std::find(names.begin(), names.end(), c.policy) == names.end())
-        refuse(config_fault::UNKNOWN_NAME, "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
-               "lfu-recent", c.policy);
+        refuse(config_fault::UNKNOWN_NAME,
+               "unknown eviction policy '{}': valid policies are lru, lru-layer, lfu, "
+               "lfu-recent",
+               c.policy);
     if (c.policy == "belady")
-        refuse(config_fault::UNSUPPORTED, "policy 'belady' needs the future trace (offline evaluation with `moe sim`); "
+        refuse(config_fault::UNSUPPORTED,
+               "policy 'belady' needs the future trace (offline evaluation with `moe sim`); "
                "use lru, lru-layer, lfu or lfu-recent");
     if (c.tier == tier_kind::DEVICE && gpu_count() == 0)
-        refuse(config_fault::UNSUPPORTED, "expert slots in device memory need a usable CUDA device, and there is "
-               "none here ({})", gpu_description());
+        refuse(config_fault::UNSUPPORTED,
+               "expert slots in device memory need a usable CUDA device, and there is "
+               "none here ({})",
+               gpu_description());
     if (c.reading.queue_depth == 0 || c.streaming.max_in_flight == 0)
         refuse(config_fault::INVALID, "the reader's queue depth ({}) and the loads in flight ({}) must be > 0",
                c.reading.queue_depth, c.streaming.max_in_flight);
@@ -105,21 +114,25 @@ offload_config validate_offload_config(const offload_config& in, const offload_l
     const uint64_t n_slots = c.expert_budget_bytes ? std::min<uint64_t>(c.expert_budget_bytes / slot, n_keys) : n_keys;
     if (n_slots < min_slots) {
         if (c.policy == "lru-layer")
-            refuse(config_fault::BUDGET, "expert budget {} ({} bytes) holds {} slot(s) of {}: policy lru-layer gives "
+            refuse(config_fault::BUDGET,
+                   "expert budget {} ({} bytes) holds {} slot(s) of {}: policy lru-layer gives "
                    "each of the {} MoE layers an equal share, and each share must hold top-k = {} experts, so it "
                    "needs at least {} bytes ({}); use another policy or a larger budget",
                    format_bytes(c.expert_budget_bytes), c.expert_budget_bytes, n_slots, format_bytes(slot),
                    layout.n_layers, layout.top_k, slot * min_slots, format_bytes(slot * min_slots));
-        refuse(config_fault::BUDGET, "expert budget {} ({} bytes) holds {} slot(s) of {} (the largest expert, {} "
+        refuse(config_fault::BUDGET,
+               "expert budget {} ({} bytes) holds {} slot(s) of {} (the largest expert, {} "
                "bytes, rounded up to 4 KiB); one layer pins top-k = {} experts at once, so it needs at least {} bytes "
-               "({})", format_bytes(c.expert_budget_bytes), c.expert_budget_bytes, n_slots, format_bytes(slot),
-               max_bytes, layout.top_k, slot * min_slots, format_bytes(slot * min_slots));
+               "({})",
+               format_bytes(c.expert_budget_bytes), c.expert_budget_bytes, n_slots, format_bytes(slot), max_bytes,
+               layout.top_k, slot * min_slots, format_bytes(slot * min_slots));
     }
     if (c.host_budget_bytes) {
         // Each host pin belongs to one load of the tier above in flight: with at least as many slots as that tier
         // the host tier never runs out (and a smaller one would cache nothing the tier above does not hold).
         if (c.host_budget_bytes / slot < n_slots)
-            refuse(config_fault::BUDGET, "host budget {} ({} bytes) holds {} slot(s) of {}, fewer than the {} slot(s) "
+            refuse(config_fault::BUDGET,
+                   "host budget {} ({} bytes) holds {} slot(s) of {}, fewer than the {} slot(s) "
                    "of the expert tier above it; the host tier needs at least {} bytes ({})",
                    format_bytes(c.host_budget_bytes), c.host_budget_bytes, c.host_budget_bytes / slot,
                    format_bytes(slot), n_slots, n_slots * slot, format_bytes(n_slots * slot));
@@ -132,8 +145,10 @@ offload_config validate_offload_config(const offload_config& in, const offload_l
         refuse(config_fault::INVALID, "prefetch depth {}: expected at least 1 (MoE layers predicted ahead)",
                c.prefetch.depth);
     if (c.prefetch.per_layer < 0 || uint32_t(c.prefetch.per_layer) > layout.n_experts)
-        refuse(config_fault::INVALID, "prefetch experts per layer {}: expected 0 (= top-k) up to the {} experts of a "
-               "layer", c.prefetch.per_layer, layout.n_experts);
+        refuse(config_fault::INVALID,
+               "prefetch experts per layer {}: expected 0 (= top-k) up to the {} experts of a "
+               "layer",
+               c.prefetch.per_layer, layout.n_experts);
     if (c.prefetch.per_layer == 0) c.prefetch.per_layer = int(layout.top_k);
     if (c.prefetch_window == 0) refuse(config_fault::INVALID, "prefetch window 0: expected at least 1 row");
     // With lru-layer, prefetches still loading hold slots of their layer's share, which cannot borrow from other
@@ -144,9 +159,10 @@ offload_config validate_offload_config(const offload_config& in, const offload_l
         const uint64_t want = uint64_t(layout.top_k) + uint64_t(c.prefetch.per_layer);
         if (share < want) {
             if (warnings)
-                warnings->push_back(fmt::format("prefetch {} turned off: policy lru-layer gives each MoE layer {} "
-                                                "slot(s), fewer than the {} a prefetch beside a demand needs",
-                                                prefetch_mode_name(c.prefetch.mode), share, want));
+                warnings->push_back(
+                    fmt::format("prefetch {} turned off: policy lru-layer gives each MoE layer {} "
+                                "slot(s), fewer than the {} a prefetch beside a demand needs",
+                                prefetch_mode_name(c.prefetch.mode), share, want));
             c.prefetch.mode = prefetch_mode::NONE;
         }
     }

@@ -65,8 +65,8 @@ struct offload_config {
     uint64_t host_budget_bytes = 0;    // host RAM for a second tier under the first (pinned under device slots)
     std::string policy = "lru";        // compute-tier eviction policy (cache/policies.h); the host tier is LRU
     reader_kind reader = reader_kind::AUTO;
-    reader_config reading;             // queue depth etc. of each file's reader
-    streamer_config streaming;         // loads at the reader at once, ...
+    reader_config reading;      // queue depth etc. of each file's reader
+    streamer_config streaming;  // loads at the reader at once, ...
     // Prefetch (prefetch/prefetcher.h): the mode, depth and experts per layer. The prefetcher is part of the
     // offloader; whoever routes (the forward pass, the C API) feeds it the routing and the speculative logits.
     prefetch_config prefetch;

@@ -56,8 +56,9 @@ public:
     size_t add(const tensor_desc& t, int64_t ne0, int64_t ne1, const char* role, int layer) {
         // A vector may be stored as {n, 1} (safetensors [1, n]); a matrix is always 2-D.
         const bool as_vector = ne1 == 0;
-        const bool ok = as_vector ? (t.n_dims == 1 && t.ne[0] == ne0) || (t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == 1)
-                                  : (t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == ne1);
+        const bool ok = as_vector
+                            ? (t.n_dims == 1 && t.ne[0] == ne0) || (t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == 1)
+                            : (t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == ne1);
         if (!ok) {
             std::string found = "{";
             for (int i = 0; i < t.n_dims; ++i) found += (i ? ", " : "") + std::to_string(t.ne[i]);
@@ -165,8 +166,8 @@ resident_plan build_plan(const model_file& file, const model_desc& d, const type
             const int64_t fs = d.n_ff_shexp;
             L.sh_gate = long(r.add(nm("ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight"), E, fs,
                                    "shared expert gate", il));
-            L.sh_up = long(r.add(nm("ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"), E, fs,
-                                 "shared expert up", il));
+            L.sh_up = long(
+                r.add(nm("ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"), E, fs, "shared expert up", il));
             L.sh_down = long(r.add(nm("ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"), fs, E,
                                    "shared expert down", il));
             // The scalar gate: {n_embd} in GGUF (llama.cpp), PyTorch [1, hidden] = ggml {n_embd, 1} in safetensors;
@@ -245,7 +246,8 @@ resident_weights::resident_weights(const model_file& file, const model_desc& d, 
                                    const load_progress_fn& progress)
     : _be(be) {
     model_slots slots;
-    _plan = build_plan(file, d, [&be](tensor_type t) { return be.supports(t); }, &slots);
+    _plan = build_plan(
+        file, d, [&be](tensor_type t) { return be.supports(t); }, &slots);
     rope_freq_base = float(d.rope_freq_base);
     _block = be.alloc(_plan.bytes);
     _bytes = _plan.bytes;

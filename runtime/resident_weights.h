@@ -57,10 +57,10 @@ struct layer_tensors {
 
 // One resident tensor as it will be placed.
 struct resident_tensor {
-    const tensor_desc* src = nullptr;  // in the model file's tensor table
-    std::string role;                  // "query projection", ... (messages)
-    int layer = -1;                    // decoder layer, -1 for the model-wide tensors
-    int64_t ne0 = 0, ne1 = 0;          // ggml shape; ne1 == 0 for a vector
+    const tensor_desc* src = nullptr;       // in the model file's tensor table
+    std::string role;                       // "query projection", ... (messages)
+    int layer = -1;                         // decoder layer, -1 for the model-wide tensors
+    int64_t ne0 = 0, ne1 = 0;               // ggml shape; ne1 == 0 for a vector
     tensor_type placed = tensor_type::F32;  // the type in backend memory
     uint64_t placed_bytes = 0;              // its bytes there (before alignment)
 };

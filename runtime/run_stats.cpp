@@ -124,16 +124,16 @@ std::string run_summary(const run_info& info, const generation& g, const model& 
     s += fmt::format("decode     {} tokens generated{}, {} evaluated in {:.3f} s = {:.1f} tokens/s\n", g.tokens.size(),
                      g.stopped_eog ? " (stopped at end-of-generation)" : "", g.n_decoded, g.decode_s,
                      rate(g.n_decoded, g.decode_s));
-    s += fmt::format("memory     {} <= {} {} ({} in {})\n", format_footprint(fp), info.budget_auto ? "usable" : "budget",
-                     format_bytes(info.plan.budget_bytes),
+    s += fmt::format("memory     {} <= {} {} ({} in {})\n", format_footprint(fp),
+                     info.budget_auto ? "usable" : "budget", format_bytes(info.plan.budget_bytes),
                      info.budget_auto ? "free memory less the margin" : "--vram-budget", m.on_gpu() ? "VRAM" : "RAM");
     s += fmt::format("cache      policy {}, prefetch {}, {} slots of {} = {} ({:.1f}% of {} experts)\n",
                      off.policy_name(), info.prefetch, n_slots, format_bytes(slot_bytes),
                      format_bytes(uint64_t(n_slots) * slot_bytes),
                      100.0 * double(n_slots) / double(std::max(1u, n_total)), n_total);
-    s += fmt::format("hit rate   {:.1f}% ({} hits, {} misses, {} evictions, {} prefetch loads, {} prefetch hits)\n",
-                     100.0 * tot.hit_rate(), tot.hits, tot.misses, tot.evictions, tot.prefetch_loads,
-                     tot.prefetch_hits);
+    s +=
+        fmt::format("hit rate   {:.1f}% ({} hits, {} misses, {} evictions, {} prefetch loads, {} prefetch hits)\n",
+                    100.0 * tot.hit_rate(), tot.hits, tot.misses, tot.evictions, tot.prefetch_loads, tot.prefetch_hits);
     s += "per layer ";
     for (size_t l = 0; l < cs.layers.size(); ++l) s += fmt::format(" {}:{:.1f}%", l, 100.0 * cs.layers[l].hit_rate());
     s += "\n";
@@ -192,21 +192,22 @@ json run_stats_json(const run_info& info, const generation& g, const model& m, c
     json layers = json::array();
     for (size_t l = 0; l < cs.layers.size(); ++l) {
         const layer_stats& L = cs.layers[l];
-        layers.push_back({{"layer", l},
-                          {"hits", L.hits},
-                          {"misses", L.misses},
-                          {"hit_rate", L.hit_rate()},
-                          {"evictions", L.evictions},
-                          {"loads", L.loads},
-                          {"bytes_loaded", L.bytes_loaded},
-                          {"wait_ms", double(L.wait_ns) / 1e6},
-                          {"prefetch_recall", L.prefetch_recall()},
-                          {"prefetch_precision", L.prefetch_precision()},
-                          {"prefetch_wasted_bytes", L.prefetch_unused_bytes},
-                          {"prefetch_loads", L.prefetch_loads},
-                          {"prefetch_used", L.prefetch_used()},
-                          {"prefetch_cancelled", L.cancelled_loads},
-                          {"prefetch_prediction_recall", l < pf_layers.size() ? pf_layers[l].prediction_recall() : 0.0}});
+        layers.push_back(
+            {{"layer", l},
+             {"hits", L.hits},
+             {"misses", L.misses},
+             {"hit_rate", L.hit_rate()},
+             {"evictions", L.evictions},
+             {"loads", L.loads},
+             {"bytes_loaded", L.bytes_loaded},
+             {"wait_ms", double(L.wait_ns) / 1e6},
+             {"prefetch_recall", L.prefetch_recall()},
+             {"prefetch_precision", L.prefetch_precision()},
+             {"prefetch_wasted_bytes", L.prefetch_unused_bytes},
+             {"prefetch_loads", L.prefetch_loads},
+             {"prefetch_used", L.prefetch_used()},
+             {"prefetch_cancelled", L.cancelled_loads},
+             {"prefetch_prediction_recall", l < pf_layers.size() ? pf_layers[l].prediction_recall() : 0.0}});
     }
     j["per_layer"] = layers;
     j["hits"] = tot.hits;

@@ -33,8 +33,8 @@ void session::logits(std::span<const int> tokens, std::span<float> out) {
     eval(tokens, out.data());
 }
 
-generation session::generate(std::span<const int> prompt, int n_predict, const tokenizer* tok,
-                             const token_fn& on_token, generation* partial, const generate_hooks& hooks) {
+generation session::generate(std::span<const int> prompt, int n_predict, const tokenizer* tok, const token_fn& on_token,
+                             generation* partial, const generate_hooks& hooks) {
     generation g;
     generation& out = partial ? *partial : g;
     out = generation{};

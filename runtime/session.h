@@ -29,12 +29,12 @@ struct session_config {
 
 // What a generation produced and how long it took.
 struct generation {
-    std::vector<int> tokens;   // generated, end-of-generation token excluded
-    bool stopped_eog = false;  // stopped at an end-of-generation token
-    bool context_full = false; // stopped because the context was full
+    std::vector<int> tokens;         // generated, end-of-generation token excluded
+    bool stopped_eog = false;        // stopped at an end-of-generation token
+    bool context_full = false;       // stopped because the context was full
     bool stopped_by_caller = false;  // on_token asked to stop
-    bool interrupted = false;  // generate_hooks::stop was raised (a signal): stopped between two steps
-    bool prefill_done = false; // the whole prompt was evaluated
+    bool interrupted = false;        // generate_hooks::stop was raised (a signal): stopped between two steps
+    bool prefill_done = false;       // the whole prompt was evaluated
     uint64_t n_prompt = 0;
     uint64_t n_decoded = 0;  // decode steps (the last generated token is sampled, never evaluated)
     double prompt_s = 0.0, decode_s = 0.0;

@@ -11,15 +11,15 @@ namespace {
 
 using T = tensor_type;
 constexpr std::array<tensor_type_info, 27> k_types = {{
-    {T::F32, "F32", 1, 4},        {T::F16, "F16", 1, 2},          {T::Q4_0, "Q4_0", 32, 18},
-    {T::Q4_1, "Q4_1", 32, 20},    {T::Q5_0, "Q5_0", 32, 22},      {T::Q5_1, "Q5_1", 32, 24},
-    {T::Q8_0, "Q8_0", 32, 34},    {T::Q2_K, "Q2_K", 256, 84},     {T::Q3_K, "Q3_K", 256, 110},
-    {T::Q4_K, "Q4_K", 256, 144},  {T::Q5_K, "Q5_K", 256, 176},    {T::Q6_K, "Q6_K", 256, 210},
+    {T::F32, "F32", 1, 4},         {T::F16, "F16", 1, 2},           {T::Q4_0, "Q4_0", 32, 18},
+    {T::Q4_1, "Q4_1", 32, 20},     {T::Q5_0, "Q5_0", 32, 22},       {T::Q5_1, "Q5_1", 32, 24},
+    {T::Q8_0, "Q8_0", 32, 34},     {T::Q2_K, "Q2_K", 256, 84},      {T::Q3_K, "Q3_K", 256, 110},
+    {T::Q4_K, "Q4_K", 256, 144},   {T::Q5_K, "Q5_K", 256, 176},     {T::Q6_K, "Q6_K", 256, 210},
     {T::IQ4_NL, "IQ4_NL", 32, 18}, {T::IQ4_XS, "IQ4_XS", 256, 136}, {T::I8, "I8", 1, 1},
-    {T::I16, "I16", 1, 2},        {T::I32, "I32", 1, 4},          {T::I64, "I64", 1, 8},
-    {T::F64, "F64", 1, 8},        {T::BF16, "BF16", 1, 2},        {T::MXFP4, "MXFP4", 32, 17},
-    {T::U8, "U8", 1, 1},          {T::BOOL, "BOOL", 1, 1},        {T::F8_E4M3, "F8_E4M3", 1, 1},
-    {T::F8_E5M2, "F8_E5M2", 1, 1}, {T::U16, "U16", 1, 2},          {T::U32, "U32", 1, 4},
+    {T::I16, "I16", 1, 2},         {T::I32, "I32", 1, 4},           {T::I64, "I64", 1, 8},
+    {T::F64, "F64", 1, 8},         {T::BF16, "BF16", 1, 2},         {T::MXFP4, "MXFP4", 32, 17},
+    {T::U8, "U8", 1, 1},           {T::BOOL, "BOOL", 1, 1},         {T::F8_E4M3, "F8_E4M3", 1, 1},
+    {T::F8_E5M2, "F8_E5M2", 1, 1}, {T::U16, "U16", 1, 2},           {T::U32, "U32", 1, 4},
 }};
 
 }  // namespace
@@ -49,7 +49,9 @@ const tensor_type_info& type_info(tensor_type t) {
     check_failed("type_info(known type)", __FILE__, __LINE__, std::to_string(static_cast<uint32_t>(t)));
 }
 
-std::string_view type_name(tensor_type t) { return type_info(t).name; }
+std::string_view type_name(tensor_type t) {
+    return type_info(t).name;
+}
 
 std::optional<uint64_t> tensor_nbytes(tensor_type t, const int64_t* ne, int n_dims) {
     const auto& info = type_info(t);

@@ -542,11 +542,12 @@ int main(int argc, char** argv) {
     st.struct_size = sizeof(st);
     CHECK(moe_get_level_stats(e.ctx, MOE_LEVEL_EXPERT, -1, &st));
     print_level("expert tier", &st);
-    printf("prefetch: %llu loads, recall %.3f, precision %.3f, %llu wasted (%llu bytes), %llu cancelled, "
-           "prediction recall %.3f\n",
-           (unsigned long long)st.prefetch_loads, st.prefetch_recall, st.prefetch_precision,
-           (unsigned long long)st.prefetch_wasted, (unsigned long long)st.prefetch_wasted_bytes,
-           (unsigned long long)st.cancelled_loads, st.prediction_recall);
+    printf(
+        "prefetch: %llu loads, recall %.3f, precision %.3f, %llu wasted (%llu bytes), %llu cancelled, "
+        "prediction recall %.3f\n",
+        (unsigned long long)st.prefetch_loads, st.prefetch_recall, st.prefetch_precision,
+        (unsigned long long)st.prefetch_wasted, (unsigned long long)st.prefetch_wasted_bytes,
+        (unsigned long long)st.cancelled_loads, st.prediction_recall);
     if (host_budget) {
         CHECK(moe_get_level_stats(e.ctx, MOE_LEVEL_HOST, -1, &st));
         print_level("host tier (RAM hits)", &st);

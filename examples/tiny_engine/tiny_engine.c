@@ -12,22 +12,20 @@
  * usage: tiny_engine MODEL.gguf [--budget BYTES] [--tokens N] [--trace OUT.trace]
  */
 #include <math.h>
+#include <moe_runtime.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <moe_runtime.h>
-
-#define CHECK(call)                                                                                 \
-    do {                                                                                            \
-        moe_status s_ = (call);                                                                     \
-        if (s_ != MOE_OK) {                                                                         \
-            fprintf(stderr, "tiny_engine: %s failed: %s: %s\n", #call, moe_status_string(s_),       \
-                    moe_last_error());                                                              \
-            exit(1);                                                                                \
-        }                                                                                           \
+#define CHECK(call)                                                                                              \
+    do {                                                                                                         \
+        moe_status s_ = (call);                                                                                  \
+        if (s_ != MOE_OK) {                                                                                      \
+            fprintf(stderr, "tiny_engine: %s failed: %s: %s\n", #call, moe_status_string(s_), moe_last_error()); \
+            exit(1);                                                                                             \
+        }                                                                                                        \
     } while (0)
 
 typedef struct {
@@ -147,8 +145,8 @@ static void run(engine* e, moe_context* ctx, float* xs, int n_tokens) {
                     CHECK(moe_wait(hs[r]));
                     CHECK(moe_handle_data(hs[r], &bytes, &n));
                     if (n != e->expert_bytes) {
-                        fprintf(stderr, "tiny_engine: expert holds %llu bytes, expected %llu\n",
-                                (unsigned long long)n, (unsigned long long)e->expert_bytes);
+                        fprintf(stderr, "tiny_engine: expert holds %llu bytes, expected %llu\n", (unsigned long long)n,
+                                (unsigned long long)e->expert_bytes);
                         exit(1);
                     }
                 } else {
@@ -315,16 +313,17 @@ int main(int argc, char** argv) {
     const size_t bytes = sizeof(float) * D * (size_t)n_tokens;
     const int same_full = memcmp(out[0], out[1], bytes) == 0;
     const int same_small = memcmp(out[0], out[2], bytes) == 0;
-    printf("tiny_engine: %s (%s), %d tokens x %d MoE layers, top-%d of %d experts\n", info.name, info.arch,
-           n_tokens, e.n_layers, e.top_k, e.n_experts);
+    printf("tiny_engine: %s (%s), %d tokens x %d MoE layers, top-%d of %d experts\n", info.name, info.arch, n_tokens,
+           e.n_layers, e.top_k, e.n_experts);
     printf("small budget: %llu bytes = %u slots for %llu expert bytes; high water %llu bytes\n",
            (unsigned long long)ci.budget_bytes, ci.n_slots, (unsigned long long)info.total_expert_bytes,
            (unsigned long long)ci.high_water_bytes);
-    printf("small budget: hits %llu (prefetch hits %llu), misses %llu, loads %llu (prefetch %llu), %llu bytes "
-           "loaded, reader %s\n",
-           (unsigned long long)st.hits, (unsigned long long)st.prefetch_hits, (unsigned long long)st.misses,
-           (unsigned long long)st.loads, (unsigned long long)st.prefetch_loads, (unsigned long long)st.bytes_loaded,
-           ci.reader);
+    printf(
+        "small budget: hits %llu (prefetch hits %llu), misses %llu, loads %llu (prefetch %llu), %llu bytes "
+        "loaded, reader %s\n",
+        (unsigned long long)st.hits, (unsigned long long)st.prefetch_hits, (unsigned long long)st.misses,
+        (unsigned long long)st.loads, (unsigned long long)st.prefetch_loads, (unsigned long long)st.bytes_loaded,
+        ci.reader);
     printf("out[0][0..3] = %.6f %.6f %.6f %.6f\n", out[0][0], out[0][1], out[0][2], out[0][3]);
     printf("unlimited budget bit-identical to the file reference: %s\n", same_full ? "yes" : "NO");
     printf("small budget bit-identical to the file reference: %s\n", same_small ? "yes" : "NO");

@@ -1,24 +1,23 @@
 // Device checksum kernel (see checksum.cuh): a grid-stride sum of mixed words, reduced per warp with shuffles
 // and added to one global word with a 64-bit atomic (addition mod 2^64 is order-independent, so the result is
 // exactly the CPU reference's).
-#include "prefetch/cuda/checksum.cuh"
-
 #include <string>
 
 #include "prefetch/checksum.h"
+#include "prefetch/cuda/checksum.cuh"
 
 // common/gpu.h's MOE_CUDA_CHECK pulls in common/error.h and with it fmt, whose headers nvcc 13 cannot compile
 // in C++20 mode (constexpr errors in fmt v9's core.h); this file declares the same abort helper instead.
 namespace moe {
 [[noreturn]] void check_failed(const char* expr, const char* file, int line, const std::string& detail);
 }
-#define MOE_CU_CHECK(cond) \
-    do { \
+#define MOE_CU_CHECK(cond)                                               \
+    do {                                                                 \
         if (!(cond)) ::moe::check_failed(#cond, __FILE__, __LINE__, ""); \
     } while (0)
-#define MOE_CU_CUDA_CHECK(call) \
-    do { \
-        cudaError_t _moe_err = (call); \
+#define MOE_CU_CUDA_CHECK(call)                                                                                    \
+    do {                                                                                                           \
+        cudaError_t _moe_err = (call);                                                                             \
         if (_moe_err != cudaSuccess) ::moe::check_failed(#call, __FILE__, __LINE__, cudaGetErrorString(_moe_err)); \
     } while (0)
 

@@ -15,9 +15,9 @@
 
 #include "cache/cache_stats.h"
 #include "common/error.h"
-#include "runtime/offloader.h"
 #include "moe_runtime.h"
 #include "prefetch/prefetcher.h"
+#include "runtime/offloader.h"
 
 namespace moe_api {
 

@@ -14,9 +14,9 @@
 
 #include "api_support.h"
 #include "cache/policies.h"
+#include "common/gpu.h"
 #include "moe_runtime.h"
 #include "prefetch/prefetcher.h"
-#include "common/gpu.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
@@ -470,10 +470,9 @@ MOE_API moe_status moe_session_eval(moe_session* session, const int32_t* tokens,
     });
 }
 
-MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt,
-                                        int32_t n_predict, const moe_sampler_params* params,
-                                        moe_token_callback callback, void* user, int32_t* tokens, size_t capacity,
-                                        size_t* n_generated) {
+MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt, int32_t n_predict,
+                                        const moe_sampler_params* params, moe_token_callback callback, void* user,
+                                        int32_t* tokens, size_t capacity, size_t* n_generated) {
     return guard("moe_session_generate", MOE_ERR_IO, [&] {
         need(session, "session");
         generate_sequence(session->seq, session->engine->tok, prompt, n_prompt, n_predict, params, callback, user,

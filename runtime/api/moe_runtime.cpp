@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "api_support.h"
 #include "cache/expert_cache.h"
 #include "cache/memory_tier.h"
 #include "cache/policies.h"
 #include "cache/trace.h"
-#include "api_support.h"
 #include "common/error.h"
 #include "common/gpu.h"
 #include "prefetch/prefetcher.h"
@@ -55,8 +55,7 @@ namespace {
 
 void check_readable(const std::string& path) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0)
-        api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
+    if (::stat(path.c_str(), &st) != 0) api_fail(MOE_ERR_IO, "{}: cannot open: {}", path, std::strerror(errno));
 }
 
 // Reads exactly `n` bytes at `offset` of `path` (resident tensors: read once, no need for the streamer).
@@ -170,7 +169,7 @@ struct moe_context {
     std::vector<uint32_t> last_n;       // (n_layers) experts in that row, 0 when none yet
     std::vector<uint64_t> routed_rows;  // (n_layers)
     moe::prefetch_mode mode = moe::prefetch_mode::NONE;
-    std::vector<int> row_ids;       // (top_k) scratch: the row as the prefetcher takes it
+    std::vector<int> row_ids;        // (top_k) scratch: the row as the prefetcher takes it
     std::vector<float> spec_logits;  // (depth, n_experts) scratch: the next layers' router logits
     uint32_t seq = 0, token = 0;
     bool explicit_pos = false;
@@ -208,22 +207,34 @@ expert_source source_of_model(const moe::model_file& f, const moe::model_desc& d
 
 moe::tier_kind to_tier(int32_t k) {
     switch (k) {
-    case MOE_TIER_RAM: return moe::tier_kind::RAM;
-    case MOE_TIER_PINNED: return moe::tier_kind::PINNED_HOST;
-    case MOE_TIER_DEVICE: return moe::tier_kind::DEVICE;
-    default: api_fail(MOE_ERR_INVALID_ARGUMENT, "options->tier is {}; expected MOE_TIER_RAM (0), MOE_TIER_PINNED (1) "
-                                                "or MOE_TIER_DEVICE (2)", k);
+        case MOE_TIER_RAM:
+            return moe::tier_kind::RAM;
+        case MOE_TIER_PINNED:
+            return moe::tier_kind::PINNED_HOST;
+        case MOE_TIER_DEVICE:
+            return moe::tier_kind::DEVICE;
+        default:
+            api_fail(MOE_ERR_INVALID_ARGUMENT,
+                     "options->tier is {}; expected MOE_TIER_RAM (0), MOE_TIER_PINNED (1) "
+                     "or MOE_TIER_DEVICE (2)",
+                     k);
     }
 }
 
 moe::reader_kind to_reader(int32_t k) {
     switch (k) {
-    case MOE_READER_AUTO: return moe::reader_kind::AUTO;
-    case MOE_READER_URING_DIRECT: return moe::reader_kind::URING_DIRECT;
-    case MOE_READER_URING_BUFFERED: return moe::reader_kind::URING_BUFFERED;
-    case MOE_READER_PREAD: return moe::reader_kind::PREAD;
-    case MOE_READER_PREAD_DIRECT: return moe::reader_kind::PREAD_DIRECT;
-    default: api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
+        case MOE_READER_AUTO:
+            return moe::reader_kind::AUTO;
+        case MOE_READER_URING_DIRECT:
+            return moe::reader_kind::URING_DIRECT;
+        case MOE_READER_URING_BUFFERED:
+            return moe::reader_kind::URING_BUFFERED;
+        case MOE_READER_PREAD:
+            return moe::reader_kind::PREAD;
+        case MOE_READER_PREAD_DIRECT:
+            return moe::reader_kind::PREAD_DIRECT;
+        default:
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
     }
 }
 
@@ -249,7 +260,9 @@ moe_options default_options() {
 // row) pairs rows up to this many tokens apart.
 constexpr uint32_t k_history_window = 256;
 
-bool uses_spec(moe::prefetch_mode m) { return m == moe::prefetch_mode::SPEC || m == moe::prefetch_mode::BOTH; }
+bool uses_spec(moe::prefetch_mode m) {
+    return m == moe::prefetch_mode::SPEC || m == moe::prefetch_mode::BOTH;
+}
 
 // Speculative gating applies the routers of the layers after the routed one, so it needs every MoE layer's
 // router but the first's: read as F32 (any type dequantize_row decodes) under the names the forward pass uses.
@@ -267,16 +280,21 @@ void load_routers(const moe_model& m, expert_source& s) {
         for (const auto& name : names)
             if ((t = m.file.find(name))) break;
         if (!t)
-            api_fail(MOE_ERR_UNSUPPORTED, "{}: MoE layer {} (block {}) has no router tensor ('{}' or '{}'): speculative "
-                                          "gating (options->prefetch_mode spec or both) needs the routers; use "
-                                          "MOE_PREFETCH_HISTORY", m.file.paths.front(), ml, il, names[0], names[1]);
+            api_fail(MOE_ERR_UNSUPPORTED,
+                     "{}: MoE layer {} (block {}) has no router tensor ('{}' or '{}'): speculative "
+                     "gating (options->prefetch_mode spec or both) needs the routers; use "
+                     "MOE_PREFETCH_HISTORY",
+                     m.file.paths.front(), ml, il, names[0], names[1]);
         if (t->n_dims != 2 || t->ne[0] != d.n_embd || t->ne[1] != d.n_experts)
-            api_fail(MOE_ERR_FORMAT, "{}: router '{}' has ggml shape {{{}, {}}} ({} dims); expected {{n_embd = {}, "
-                                     "n_experts = {}}}", m.file.paths.front(), t->name, t->ne[0], t->ne[1], t->n_dims,
-                     d.n_embd, d.n_experts);
+            api_fail(MOE_ERR_FORMAT,
+                     "{}: router '{}' has ggml shape {{{}, {}}} ({} dims); expected {{n_embd = {}, "
+                     "n_experts = {}}}",
+                     m.file.paths.front(), t->name, t->ne[0], t->ne[1], t->n_dims, d.n_embd, d.n_experts);
         if (!moe::dequant_supported(t->type))
-            api_fail(MOE_ERR_UNSUPPORTED, "{}: router '{}' has type {}, which cannot be decoded to F32 (speculative "
-                                          "gating needs it)", m.file.paths.front(), t->name, moe::type_name(t->type));
+            api_fail(MOE_ERR_UNSUPPORTED,
+                     "{}: router '{}' has type {}, which cannot be decoded to F32 (speculative "
+                     "gating needs it)",
+                     m.file.paths.front(), t->name, moe::type_name(t->type));
         std::vector<uint8_t> raw(t->bytes);
         read_exact(m.file.paths[size_t(t->file)], t->offset, raw.data(), raw.size());
         std::vector<float>& w = s.routers[size_t(ml)];
@@ -308,18 +326,21 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
         s.routers.resize(size_t(s.n_layers));
         for (int32_t l = 1; l < s.n_layers; ++l)
             if (s.routers[size_t(l)].empty())
-                api_fail(MOE_ERR_UNSUPPORTED, "options->prefetch_mode is {}: speculative gating needs the router of every "
-                                              "layer after the first, and layer {} has none (call moe_layout_set_router, "
-                                              "or use MOE_PREFETCH_HISTORY)", moe::prefetch_mode_name(mode), l);
+                api_fail(MOE_ERR_UNSUPPORTED,
+                         "options->prefetch_mode is {}: speculative gating needs the router of every "
+                         "layer after the first, and layer {} has none (call moe_layout_set_router, "
+                         "or use MOE_PREFETCH_HISTORY)",
+                         moe::prefetch_mode_name(mode), l);
     }
     const std::string policy = o.policy ? o.policy : "lru";
 
     const uint32_t n_keys = uint32_t(src.n_layers) * uint32_t(src.n_experts);
     for (uint32_t i = 0; i < n_keys; ++i)
         if (!src.set[i])
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "layout: expert {} of layer {} has no byte ranges (call "
-                                               "moe_layout_set_expert for every expert)", i % src.n_experts,
-                     i / src.n_experts);
+            api_fail(MOE_ERR_INVALID_ARGUMENT,
+                     "layout: expert {} of layer {} has no byte ranges (call "
+                     "moe_layout_set_expert for every expert)",
+                     i % src.n_experts, i / src.n_experts);
     for (const auto& p : src.paths) check_readable(p);
 
     // Everything else is the offloader's to check (one set of rules and messages, runtime/offloader.h).
@@ -360,8 +381,9 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
 
     const size_t L = size_t(src.n_layers), E = size_t(src.n_experts), K = size_t(src.top_k);
     ctx->trace.model = src.name.empty() ? "unnamed" : src.name;
-    std::replace_if(ctx->trace.model.begin(), ctx->trace.model.end(), [](char c) { return c == ' ' || c == ','
-                                                                                          || c == '\t'; }, '_');
+    std::replace_if(
+        ctx->trace.model.begin(), ctx->trace.model.end(), [](char c) { return c == ' ' || c == ',' || c == '\t'; },
+        '_');
     ctx->trace.n_layers = uint32_t(L);
     ctx->trace.n_experts = uint32_t(E);
     ctx->trace.top_k = uint32_t(K);
@@ -392,9 +414,11 @@ uint32_t route_row(moe_context& c, int32_t layer, size_t n, const int32_t* ids, 
     }
     if (hidden) {
         if (!uses_spec(c.mode))
-            api_fail(MOE_ERR_UNSUPPORTED, "the context's prefetch mode is '{}': a hidden state is used only with "
-                                          "options->prefetch_mode MOE_PREFETCH_SPEC or MOE_PREFETCH_BOTH (and "
-                                          "prefetch_in_flight > 0); call moe_route", moe::prefetch_mode_name(c.mode));
+            api_fail(MOE_ERR_UNSUPPORTED,
+                     "the context's prefetch mode is '{}': a hidden state is used only with "
+                     "options->prefetch_mode MOE_PREFETCH_SPEC or MOE_PREFETCH_BOTH (and "
+                     "prefetch_in_flight > 0); call moe_route",
+                     moe::prefetch_mode_name(c.mode));
         if (n_embd != size_t(s.router_n_embd))
             api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd = {}; the routers take hidden states of {} floats", n_embd,
                      s.router_n_embd);
@@ -475,23 +499,37 @@ extern "C" {
 
 MOE_API const char* moe_status_string(moe_status s) {
     switch (s) {
-    case MOE_OK: return "MOE_OK";
-    case MOE_ERR_INVALID_ARGUMENT: return "MOE_ERR_INVALID_ARGUMENT";
-    case MOE_ERR_OUT_OF_RANGE: return "MOE_ERR_OUT_OF_RANGE";
-    case MOE_ERR_IO: return "MOE_ERR_IO";
-    case MOE_ERR_FORMAT: return "MOE_ERR_FORMAT";
-    case MOE_ERR_BUDGET: return "MOE_ERR_BUDGET";
-    case MOE_ERR_UNKNOWN_NAME: return "MOE_ERR_UNKNOWN_NAME";
-    case MOE_ERR_UNSUPPORTED: return "MOE_ERR_UNSUPPORTED";
-    case MOE_ERR_BUSY: return "MOE_ERR_BUSY";
-    case MOE_ERR_NOT_READY: return "MOE_ERR_NOT_READY";
-    case MOE_ERR_OUT_OF_MEMORY: return "MOE_ERR_OUT_OF_MEMORY";
-    case MOE_ERR_INTERNAL: return "MOE_ERR_INTERNAL";
+        case MOE_OK:
+            return "MOE_OK";
+        case MOE_ERR_INVALID_ARGUMENT:
+            return "MOE_ERR_INVALID_ARGUMENT";
+        case MOE_ERR_OUT_OF_RANGE:
+            return "MOE_ERR_OUT_OF_RANGE";
+        case MOE_ERR_IO:
+            return "MOE_ERR_IO";
+        case MOE_ERR_FORMAT:
+            return "MOE_ERR_FORMAT";
+        case MOE_ERR_BUDGET:
+            return "MOE_ERR_BUDGET";
+        case MOE_ERR_UNKNOWN_NAME:
+            return "MOE_ERR_UNKNOWN_NAME";
+        case MOE_ERR_UNSUPPORTED:
+            return "MOE_ERR_UNSUPPORTED";
+        case MOE_ERR_BUSY:
+            return "MOE_ERR_BUSY";
+        case MOE_ERR_NOT_READY:
+            return "MOE_ERR_NOT_READY";
+        case MOE_ERR_OUT_OF_MEMORY:
+            return "MOE_ERR_OUT_OF_MEMORY";
+        case MOE_ERR_INTERNAL:
+            return "MOE_ERR_INTERNAL";
     }
     return "MOE_ERR_UNKNOWN_STATUS";
 }
 
-MOE_API const char* moe_last_error(void) { return last_error_text().c_str(); }
+MOE_API const char* moe_last_error(void) {
+    return last_error_text().c_str();
+}
 
 MOE_API const char* moe_version_string(void) {
     return MOE_STR(MOE_VERSION_MAJOR) "." MOE_STR(MOE_VERSION_MINOR) "." MOE_STR(MOE_VERSION_PATCH);
@@ -537,7 +575,9 @@ MOE_API moe_status moe_model_open(const char* path, moe_model** out) {
     });
 }
 
-MOE_API void moe_model_close(moe_model* model) { delete model; }
+MOE_API void moe_model_close(moe_model* model) {
+    delete model;
+}
 
 MOE_API moe_status moe_model_get_info(const moe_model* model, moe_model_info* info) {
     return guard("moe_model_get_info", MOE_ERR_INVALID_ARGUMENT, [&] {
@@ -604,8 +644,7 @@ MOE_API moe_status moe_model_get_expert_parts(const moe_model* model, int32_t la
     });
 }
 
-MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert,
-                                              uint64_t* bytes) {
+MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert, uint64_t* bytes) {
     return guard("moe_model_get_expert_bytes", MOE_ERR_INVALID_ARGUMENT, [&] {
         need(model, "model");
         need(bytes, "bytes");
@@ -679,7 +718,9 @@ MOE_API moe_status moe_layout_create(int32_t n_layers, int32_t n_experts, int32_
     });
 }
 
-MOE_API void moe_layout_destroy(moe_layout* layout) { delete layout; }
+MOE_API void moe_layout_destroy(moe_layout* layout) {
+    delete layout;
+}
 
 MOE_API moe_status moe_layout_add_file(moe_layout* layout, const char* path, int32_t* file_index) {
     return guard("moe_layout_add_file", MOE_ERR_IO, [&] {
@@ -702,8 +743,10 @@ MOE_API moe_status moe_layout_set_expert(moe_layout* layout, int32_t layer, int3
         expert_source& s = layout->src;
         s.check_key(layer, expert);
         if (file_index < 0 || size_t(file_index) >= s.paths.size())
-            api_fail(MOE_ERR_OUT_OF_RANGE, "file_index {} is outside [0, {}) (register files with "
-                                           "moe_layout_add_file)", file_index, s.paths.size());
+            api_fail(MOE_ERR_OUT_OF_RANGE,
+                     "file_index {} is outside [0, {}) (register files with "
+                     "moe_layout_add_file)",
+                     file_index, s.paths.size());
         if (n_ranges == 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_ranges is 0: an expert needs at least one range");
         need(ranges, "ranges");
         const uint64_t size = s.file_sizes[size_t(file_index)];
@@ -734,8 +777,10 @@ MOE_API moe_status moe_layout_set_router(moe_layout* layout, int32_t layer, cons
         need(W, "W");
         if (n_embd <= 0) api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd is {}; expected the hidden size (> 0)", n_embd);
         if (s.router_n_embd != 0 && n_embd != s.router_n_embd)
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "n_embd is {}, but an earlier router of this layout has n_embd {}: every "
-                                               "router takes the same hidden state", n_embd, s.router_n_embd);
+            api_fail(MOE_ERR_INVALID_ARGUMENT,
+                     "n_embd is {}, but an earlier router of this layout has n_embd {}: every "
+                     "router takes the same hidden state",
+                     n_embd, s.router_n_embd);
         s.routers.resize(size_t(s.n_layers));
         s.routers[size_t(layer)].assign(W, W + size_t(s.n_experts) * size_t(n_embd));
         s.router_n_embd = n_embd;
@@ -895,7 +940,8 @@ MOE_API moe_status moe_handle_stream_wait(const moe_handle* h, void* cuda_stream
         if (const moe::tiered_loader* tiered = h->ctx->off->host_loader()) {
             // From the host tier the copy into the slot has landed before the load completes: nothing to wait on.
             if (!tiered->on_device())
-                api_fail(MOE_ERR_UNSUPPORTED, "the context's tier is in host memory: there is no copy event to wait on");
+                api_fail(MOE_ERR_UNSUPPORTED,
+                         "the context's tier is in host memory: there is no copy event to wait on");
             if (!h->pin.ready())
                 api_fail(MOE_ERR_NOT_READY, "expert {} of layer {} is still loading: call moe_wait first",
                          h->pin.key().expert, h->pin.key().layer);
@@ -938,7 +984,7 @@ MOE_API moe_status moe_prefetch(moe_context* ctx, int32_t layer, int32_t expert,
             now = ctx->off->now();
         }
         const bool ok = ctx->off->cache().prefetch(moe::expert_key{uint32_t(layer), uint32_t(expert)},
-                                             moe::access_info{now, 0, 0.0f});
+                                                   moe::access_info{now, 0, 0.0f});
         if (issued) *issued = ok ? 1 : 0;
     });
 }
@@ -953,8 +999,8 @@ MOE_API moe_status moe_set_position(moe_context* ctx, uint32_t seq, uint32_t tok
     });
 }
 
-MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
-                                const float* weights, uint32_t* n_prefetched) {
+MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights,
+                                uint32_t* n_prefetched) {
     return guard("moe_route", MOE_ERR_INVALID_ARGUMENT, [&] {
         if (n_prefetched) *n_prefetched = 0;
         need(ctx, "ctx");
@@ -964,9 +1010,8 @@ MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const
     });
 }
 
-MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
-                                    const float* weights, const float* hidden, size_t n_embd,
-                                    uint32_t* n_prefetched) {
+MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights,
+                                    const float* hidden, size_t n_embd, uint32_t* n_prefetched) {
     return guard("moe_route_hidden", MOE_ERR_INVALID_ARGUMENT, [&] {
         if (n_prefetched) *n_prefetched = 0;
         need(ctx, "ctx");

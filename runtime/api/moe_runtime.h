@@ -60,7 +60,7 @@ typedef enum moe_status {
     MOE_ERR_BUSY = 8,             /* every cache slot is pinned or loading: release handles first */
     MOE_ERR_NOT_READY = 9,        /* the handle's load has not completed: call moe_wait first */
     MOE_ERR_OUT_OF_MEMORY = 10,
-    MOE_ERR_INTERNAL = 11         /* an unexpected failure inside the library (a bug: please report it) */
+    MOE_ERR_INTERNAL = 11 /* an unexpected failure inside the library (a bug: please report it) */
 } moe_status;
 
 /* "MOE_OK", "MOE_ERR_IO", ...; "MOE_ERR_UNKNOWN_STATUS" for a value not listed above. Never NULL. */
@@ -72,10 +72,10 @@ MOE_API const char* moe_last_error(void);
 MOE_API const char* moe_version_string(void);
 MOE_API moe_status moe_version(int* major, int* minor, int* patch);
 
-typedef struct moe_model moe_model;       /* a model file opened and described (GGUF or safetensors) */
-typedef struct moe_layout moe_layout;     /* an expert layout described by hand */
-typedef struct moe_context moe_context;   /* an offloader: memory tier + expert cache + streamer + predictor */
-typedef struct moe_handle moe_handle;     /* a pin on one expert (ready, or its load in flight) */
+typedef struct moe_model moe_model;     /* a model file opened and described (GGUF or safetensors) */
+typedef struct moe_layout moe_layout;   /* an expert layout described by hand */
+typedef struct moe_context moe_context; /* an offloader: memory tier + expert cache + streamer + predictor */
+typedef struct moe_handle moe_handle;   /* a pin on one expert (ready, or its load in flight) */
 
 /* ---- models ------------------------------------------------------------------------------------------------ */
 
@@ -97,43 +97,50 @@ typedef struct moe_model_info {
     const char* arch;            /* "llama", "qwen3moe", ... ("custom" for a layout); owned by the model */
     const char* name;            /* general.name or model_type; owned by the model */
     /* API version 2: what an engine of its own needs to run the model (see moe_model_read_tensor_f32). */
-    int32_t n_blocks;            /* transformer blocks (the tensor names' blk.N); n_layers counts MoE blocks only */
+    int32_t n_blocks; /* transformer blocks (the tensor names' blk.N); n_layers counts MoE blocks only */
     int32_t n_vocab;
     int32_t n_head;
     int32_t n_head_kv;
     int32_t head_dim_k;
     int32_t head_dim_v;
-    int32_t n_rot;               /* dims rotated by RoPE (the first n_rot of each head) */
-    int32_t rope_style;          /* 0: adjacent pairs (x[2i], x[2i+1]) as GGUF llama; 1: halves (NEOX) */
+    int32_t n_rot;      /* dims rotated by RoPE (the first n_rot of each head) */
+    int32_t rope_style; /* 0: adjacent pairs (x[2i], x[2i+1]) as GGUF llama; 1: halves (NEOX) */
     float rope_freq_base;
     float rms_eps;
-    int32_t gating;              /* 0: softmax over all experts; 1: sigmoid; 2: softmax over the selected */
-    int32_t norm_topk;           /* nonzero: the selected weights are renormalised to sum to 1 */
-    float expert_weights_scale;  /* multiplies the selected weights (1 = none) */
+    int32_t gating;             /* 0: softmax over all experts; 1: sigmoid; 2: softmax over the selected */
+    int32_t norm_topk;          /* nonzero: the selected weights are renormalised to sum to 1 */
+    float expert_weights_scale; /* multiplies the selected weights (1 = none) */
 } moe_model_info;
 MOE_API moe_status moe_model_get_info(const moe_model* model, moe_model_info* info);
 
 typedef enum moe_part_kind {
-    MOE_PART_GATE = 0, MOE_PART_UP, MOE_PART_DOWN, MOE_PART_GATE_UP, MOE_PART_GATE_BIAS, MOE_PART_UP_BIAS,
-    MOE_PART_DOWN_BIAS, MOE_PART_GATE_UP_BIAS, MOE_PART_GATE_UP_SCALES, MOE_PART_DOWN_SCALES
+    MOE_PART_GATE = 0,
+    MOE_PART_UP,
+    MOE_PART_DOWN,
+    MOE_PART_GATE_UP,
+    MOE_PART_GATE_BIAS,
+    MOE_PART_UP_BIAS,
+    MOE_PART_DOWN_BIAS,
+    MOE_PART_GATE_UP_BIAS,
+    MOE_PART_GATE_UP_SCALES,
+    MOE_PART_DOWN_SCALES
 } moe_part_kind;
 
 /* One piece of an expert as packed into its cache slot: the slot holds the parts back to back, in order. */
 typedef struct moe_expert_part {
-    uint32_t struct_size;  /* sizeof(moe_expert_part) */
-    int32_t kind;          /* moe_part_kind */
-    const char* type;      /* tensor type as GGUF spells it: "F32", "F16", "Q8_0", ...; owned by the model */
-    uint64_t slot_offset;  /* byte offset of this part inside the expert's slot */
+    uint32_t struct_size; /* sizeof(moe_expert_part) */
+    int32_t kind;         /* moe_part_kind */
+    const char* type;     /* tensor type as GGUF spells it: "F32", "F16", "Q8_0", ...; owned by the model */
+    uint64_t slot_offset; /* byte offset of this part inside the expert's slot */
     uint64_t bytes;
-    int32_t file;          /* index of the file holding it */
-    uint64_t file_offset;  /* absolute offset in that file */
+    int32_t file;         /* index of the file holding it */
+    uint64_t file_offset; /* absolute offset in that file */
 } moe_expert_part;
 /* Writes up to `capacity` parts of (layer, expert) and the total count to *n_parts (call with capacity 0 to
  * size the array). Every element of `parts` must have struct_size set. */
 MOE_API moe_status moe_model_get_expert_parts(const moe_model* model, int32_t layer, int32_t expert,
                                               moe_expert_part* parts, size_t capacity, size_t* n_parts);
-MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert,
-                                              uint64_t* bytes);
+MOE_API moe_status moe_model_get_expert_bytes(const moe_model* model, int32_t layer, int32_t expert, uint64_t* bytes);
 
 /* A tensor of the model file by its stored name ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
  * for engines that compute the resident part (attention, norms, routers, embeddings) themselves. */
@@ -141,9 +148,9 @@ typedef struct moe_tensor_info {
     uint32_t struct_size; /* sizeof(moe_tensor_info) */
     const char* type;     /* "F32", "F16", "Q8_0", ...; owned by the model */
     int32_t n_dims;
-    int64_t ne[4];        /* ggml order: ne[0] is the contiguous dimension (a row); unused dims are 1 */
+    int64_t ne[4]; /* ggml order: ne[0] is the contiguous dimension (a row); unused dims are 1 */
     uint64_t n_elements;
-    uint64_t bytes;       /* bytes in the file */
+    uint64_t bytes; /* bytes in the file */
     int32_t file;
     uint64_t file_offset;
 } moe_tensor_info;
@@ -184,7 +191,7 @@ typedef enum moe_tier_kind {
 } moe_tier_kind;
 
 typedef enum moe_reader_kind {
-    MOE_READER_AUTO = 0,           /* io_uring + O_DIRECT when possible, falling back (with a warning) */
+    MOE_READER_AUTO = 0, /* io_uring + O_DIRECT when possible, falling back (with a warning) */
     MOE_READER_URING_DIRECT = 1,
     MOE_READER_URING_BUFFERED = 2,
     MOE_READER_PREAD = 3,
@@ -218,32 +225,31 @@ typedef struct moe_options {
     int32_t record_trace;         /* nonzero (default): keep every moe_route row in memory for moe_trace_write
                                      (grows with the run: set 0 for long-running services) */
     /* API version 3 */
-    int32_t prefetch_mode;        /* moe_prefetch_mode: MOE_PREFETCH_HISTORY (default) learns from the rows
-                                     moe_route gets; MOE_PREFETCH_SPEC / BOTH also apply the next layers' routers to
-                                     the hidden state moe_route_hidden gets (router weights: read from the model
-                                     file at context creation, or moe_layout_set_router; MOE_ERR_UNSUPPORTED
-                                     without them) */
-    int32_t prefetch_depth;       /* MoE layers predicted ahead at each routed layer (>= 1); default 1 */
+    int32_t prefetch_mode;  /* moe_prefetch_mode: MOE_PREFETCH_HISTORY (default) learns from the rows
+                               moe_route gets; MOE_PREFETCH_SPEC / BOTH also apply the next layers' routers to
+                               the hidden state moe_route_hidden gets (router weights: read from the model
+                               file at context creation, or moe_layout_set_router; MOE_ERR_UNSUPPORTED
+                               without them) */
+    int32_t prefetch_depth; /* MoE layers predicted ahead at each routed layer (>= 1); default 1 */
 } moe_options;
 MOE_API moe_status moe_options_init(moe_options* opts);
 
 /* Builds the tier (every slot reserved now), the readers, the streamer, the cache and the predictor. The
  * model/layout may be closed afterwards. MOE_ERR_BUDGET when the budget holds fewer than top_k experts. */
 MOE_API moe_status moe_context_create(const moe_model* model, const moe_options* opts, moe_context** out);
-MOE_API moe_status moe_context_create_from_layout(const moe_layout* layout, const moe_options* opts,
-                                                  moe_context** out);
+MOE_API moe_status moe_context_create_from_layout(const moe_layout* layout, const moe_options* opts, moe_context** out);
 /* Releases every handle still held (their pointers become invalid), waits for loads in flight, frees all. */
 MOE_API void moe_context_destroy(moe_context* ctx); /* NULL is fine */
 
 typedef struct moe_context_info {
-    uint32_t struct_size;   /* sizeof(moe_context_info) */
-    int32_t tier;           /* moe_tier_kind */
-    uint32_t n_slots;       /* experts the tier holds at once */
-    uint64_t slot_bytes;    /* bytes of one slot */
-    uint64_t budget_bytes;  /* the tier's budget (n_slots * slot_bytes <= budget_bytes) */
+    uint32_t struct_size;      /* sizeof(moe_context_info) */
+    int32_t tier;              /* moe_tier_kind */
+    uint32_t n_slots;          /* experts the tier holds at once */
+    uint64_t slot_bytes;       /* bytes of one slot */
+    uint64_t budget_bytes;     /* the tier's budget (n_slots * slot_bytes <= budget_bytes) */
     uint64_t high_water_bytes; /* most expert bytes ever held (<= budget_bytes) */
-    const char* policy;     /* owned by the context */
-    const char* reader;     /* what moves the bytes: "io_uring+O_DIRECT", "pread", ...; owned by the context */
+    const char* policy;        /* owned by the context */
+    const char* reader;        /* what moves the bytes: "io_uring+O_DIRECT", "pread", ...; owned by the context */
     /* API version 2: the host tier (all 0 without one). */
     uint32_t host_n_slots;
     uint64_t host_budget_bytes;
@@ -289,34 +295,33 @@ MOE_API moe_status moe_set_position(moe_context* ctx, uint32_t seq, uint32_t tok
  * layer+prefetch_depth (past the last layer: the next token's first layers). See docs/embedding.md.
  * moe_route_ex also writes the number of prefetch loads it started to *n_prefetched (may be NULL). */
 MOE_API moe_status moe_route(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights);
-MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
-                                const float* weights, uint32_t* n_prefetched);
+MOE_API moe_status moe_route_ex(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights,
+                                uint32_t* n_prefetched);
 /* API version 3. moe_route_ex plus speculative gating: `hidden` (n_embd floats) is the vector router `layer` was
  * applied to (the layer's normed FFN input); the routers of layers layer+1 .. layer+prefetch_depth are applied to
  * it and the prefetch_k experts with the highest logits of each are prefetched (MOE_PREFETCH_BOTH: then the
  * history's guesses fill up). Call it instead of moe_route for that row. MOE_ERR_UNSUPPORTED when the context's
  * prefetch_mode is not MOE_PREFETCH_SPEC or MOE_PREFETCH_BOTH; MOE_ERR_INVALID_ARGUMENT when n_embd is not the
  * routers' (moe_context_info.router_n_embd). */
-MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids,
-                                    const float* weights, const float* hidden, size_t n_embd,
-                                    uint32_t* n_prefetched);
+MOE_API moe_status moe_route_hidden(moe_context* ctx, int32_t layer, size_t n, const int32_t* ids, const float* weights,
+                                    const float* hidden, size_t n_embd, uint32_t* n_prefetched);
 
 /* ---- statistics and traces --------------------------------------------------------------------------------- */
 
 typedef struct moe_stats {
-    uint32_t struct_size;     /* sizeof(moe_stats) */
-    uint64_t hits;            /* acquires that found the expert resident */
-    uint64_t prefetch_hits;   /* ...of which it was brought by a prefetch and not used since (also in hits) */
-    uint64_t misses;          /* acquires that started or joined a load */
-    uint64_t joins;           /* ...of which joined a load already in flight */
+    uint32_t struct_size;   /* sizeof(moe_stats) */
+    uint64_t hits;          /* acquires that found the expert resident */
+    uint64_t prefetch_hits; /* ...of which it was brought by a prefetch and not used since (also in hits) */
+    uint64_t misses;        /* acquires that started or joined a load */
+    uint64_t joins;         /* ...of which joined a load already in flight */
     uint64_t evictions;
-    uint64_t loads;           /* loads issued (demand + prefetch) */
-    uint64_t prefetch_loads;  /* ...of which prefetches */
+    uint64_t loads;          /* loads issued (demand + prefetch) */
+    uint64_t prefetch_loads; /* ...of which prefetches */
     uint64_t failed_loads;
-    uint64_t bytes_loaded;    /* bytes of completed loads */
-    uint64_t wait_ns;         /* time blocked in moe_wait */
-    uint64_t routed_rows;     /* rows fed by moe_route (per layer: rows of that layer) */
-    uint64_t predicted;       /* distinct experts the prefetcher guessed for this layer, per token */
+    uint64_t bytes_loaded; /* bytes of completed loads */
+    uint64_t wait_ns;      /* time blocked in moe_wait */
+    uint64_t routed_rows;  /* rows fed by moe_route (per layer: rows of that layer) */
+    uint64_t predicted;    /* distinct experts the prefetcher guessed for this layer, per token */
     /* API version 3: the prefetcher (docs/prefetch.md defines each figure). What became of prefetch loads: */
     uint64_t prefetch_joins;            /* misses that joined a load a prefetch had started (also in joins) */
     uint64_t cancelled_loads;           /* prefetch loads withdrawn before reading (stale hints); never failed */
@@ -342,10 +347,7 @@ MOE_API moe_status moe_reset_stats(moe_context* ctx);
 
 /* The cache levels: the expert tier (what handles point into) and the host tier under it. A hit at the host
  * level is an expert the expert tier missed and RAM still held ("RAM hit"); a host miss went to the file. */
-typedef enum moe_level {
-    MOE_LEVEL_EXPERT = 0,
-    MOE_LEVEL_HOST = 1
-} moe_level;
+typedef enum moe_level { MOE_LEVEL_EXPERT = 0, MOE_LEVEL_HOST = 1 } moe_level;
 /* Statistics of one level, of one layer or (layer = -1) totals. MOE_ERR_OUT_OF_RANGE for MOE_LEVEL_HOST when the
  * context has no host tier. routed_rows and predicted are those of moe_route at both levels. */
 MOE_API moe_status moe_get_level_stats(const moe_context* ctx, int32_t level, int32_t layer, moe_stats* stats);
@@ -387,16 +389,16 @@ typedef struct moe_engine_options {
                                      every expert. MOE_ERR_BUDGET below one layer's top_k experts */
     uint64_t host_budget_bytes;   /* pinned host RAM for a second expert level under the first (0 = none); at
                                      least as many slots as the expert budget (MOE_ERR_BUDGET) */
-    const char* policy;           /* eviction policy of the expert tier: NULL = "lru", "lru-layer", "lfu", "lfu-recent" */
-    int32_t reader;               /* moe_reader_kind; default MOE_READER_AUTO */
-    int32_t n_threads;            /* CPU threads (0 = one per hardware thread); default 1; never changes results */
-    int32_t n_ctx;                /* KV cache positions of the sequence; default 2048 */
-    int32_t n_batch;              /* tokens of a prompt evaluated together (each expert loaded once per batch);
-                                     default 32; never changes results */
-    int32_t prefetch;             /* moe_prefetch_mode; default MOE_PREFETCH_NONE (docs/prefetch.md) */
-    int32_t prefetch_depth;       /* MoE layers predicted ahead at each layer; default 1 */
-    int32_t prefetch_k;           /* experts guessed per predicted layer; default 0 = top_k */
-    int32_t backend;              /* moe_backend_kind; default MOE_BACKEND_CPU (version 4) */
+    const char* policy;     /* eviction policy of the expert tier: NULL = "lru", "lru-layer", "lfu", "lfu-recent" */
+    int32_t reader;         /* moe_reader_kind; default MOE_READER_AUTO */
+    int32_t n_threads;      /* CPU threads (0 = one per hardware thread); default 1; never changes results */
+    int32_t n_ctx;          /* KV cache positions of the sequence; default 2048 */
+    int32_t n_batch;        /* tokens of a prompt evaluated together (each expert loaded once per batch);
+                               default 32; never changes results */
+    int32_t prefetch;       /* moe_prefetch_mode; default MOE_PREFETCH_NONE (docs/prefetch.md) */
+    int32_t prefetch_depth; /* MoE layers predicted ahead at each layer; default 1 */
+    int32_t prefetch_k;     /* experts guessed per predicted layer; default 0 = top_k */
+    int32_t backend;        /* moe_backend_kind; default MOE_BACKEND_CPU (version 4) */
 } moe_engine_options;
 MOE_API moe_status moe_engine_options_init(moe_engine_options* opts);
 
@@ -406,25 +408,25 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
 MOE_API void moe_engine_destroy(moe_engine* engine); /* NULL is fine */
 
 typedef struct moe_engine_info {
-    uint32_t struct_size;    /* sizeof(moe_engine_info) */
+    uint32_t struct_size; /* sizeof(moe_engine_info) */
     int32_t n_vocab;
     int32_t n_ctx;
     int32_t n_embd;
-    int32_t n_layers;        /* MoE layers (the layer index of the statistics) */
+    int32_t n_layers; /* MoE layers (the layer index of the statistics) */
     int32_t n_experts;
     int32_t top_k;
-    int32_t has_tokenizer;   /* 0: the model has no tokenizer metadata (use token ids) */
-    int32_t bos;             /* -1 when none (or no tokenizer) */
+    int32_t has_tokenizer; /* 0: the model has no tokenizer metadata (use token ids) */
+    int32_t bos;           /* -1 when none (or no tokenizer) */
     int32_t eos;
-    uint32_t n_slots;        /* expert slots of the expert tier */
+    uint32_t n_slots; /* expert slots of the expert tier */
     uint64_t slot_bytes;
-    uint32_t host_n_slots;   /* 0 without a host tier */
-    uint64_t resident_bytes; /* attention, embeddings, routers, norms (held in full) */
+    uint32_t host_n_slots;    /* 0 without a host tier */
+    uint64_t resident_bytes;  /* attention, embeddings, routers, norms (held in full) */
     uint64_t workspace_bytes; /* KV cache and activations */
-    const char* arch;        /* owned by the engine */
+    const char* arch;         /* owned by the engine */
     const char* name;
     const char* policy;
-    const char* backend;     /* "cpu" or "cuda" (version 4) */
+    const char* backend; /* "cpu" or "cuda" (version 4) */
 } moe_engine_info;
 MOE_API moe_status moe_engine_get_info(const moe_engine* engine, moe_engine_info* info);
 
@@ -442,8 +444,8 @@ MOE_API moe_status moe_tokenize(const moe_engine* engine, const char* text, size
 MOE_API moe_status moe_detokenize(const moe_engine* engine, const int32_t* tokens, size_t n, int special, char* text,
                                   size_t capacity, size_t* n_bytes);
 /* One token's bytes, as `moe run` prints them while generating. */
-MOE_API moe_status moe_token_to_piece(const moe_engine* engine, int32_t token, int special, char* text,
-                                      size_t capacity, size_t* n_bytes);
+MOE_API moe_status moe_token_to_piece(const moe_engine* engine, int32_t token, int special, char* text, size_t capacity,
+                                      size_t* n_bytes);
 /* *is_eog = 1 for an end-of-generation token (EOS, EOT, ...). */
 MOE_API moe_status moe_token_is_eog(const moe_engine* engine, int32_t token, int* is_eog);
 
@@ -518,10 +520,9 @@ MOE_API moe_status moe_session_n_past(const moe_session* session, int32_t* n_pas
 MOE_API moe_status moe_session_eval(moe_session* session, const int32_t* tokens, size_t n, int all_positions,
                                     float* logits);
 /* As moe_generate, on the session's sequence. */
-MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt,
-                                        int32_t n_predict, const moe_sampler_params* params,
-                                        moe_token_callback callback, void* user, int32_t* tokens, size_t capacity,
-                                        size_t* n_generated);
+MOE_API moe_status moe_session_generate(moe_session* session, const int32_t* prompt, size_t n_prompt, int32_t n_predict,
+                                        const moe_sampler_params* params, moe_token_callback callback, void* user,
+                                        int32_t* tokens, size_t capacity, size_t* n_generated);
 
 /* -- statistics ---------------------------------------------------------------------------------------------- */
 
@@ -535,12 +536,7 @@ MOE_API moe_status moe_engine_get_stats(const moe_engine* engine, int32_t level,
 /* The library's own messages: warnings about a degraded but working path (no io_uring or O_DIRECT here, buffers
  * that could not be pinned, a model key it ignores, ...) and errors (a ring that failed, the last words of an
  * internal check before it aborts). Failed calls still report through their status and moe_last_error(). */
-typedef enum moe_log_level {
-    MOE_LOG_DEBUG = 0,
-    MOE_LOG_INFO = 1,
-    MOE_LOG_WARN = 2,
-    MOE_LOG_ERROR = 3
-} moe_log_level;
+typedef enum moe_log_level { MOE_LOG_DEBUG = 0, MOE_LOG_INFO = 1, MOE_LOG_WARN = 2, MOE_LOG_ERROR = 3 } moe_log_level;
 
 /* text: one message, NUL-terminated, without a level prefix or trailing newline, valid during the call only.
  * Called from whichever thread the message comes from (a reader or loader thread as well as the caller's), and

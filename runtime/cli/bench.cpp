@@ -4,13 +4,13 @@
 // pattern on the same file, so the runtime can be judged against what the device itself delivers.
 // Raw files work too (--file F --expert-bytes B): the file is cut into `--parts` regions ("tensors") and
 // expert i is the i-th B/parts slice of each region, 32 bytes past a page boundary as in GGUF.
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -71,7 +71,7 @@ struct mode_result {
 };
 
 uint64_t file_size_of(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) != 0) fail("cannot stat {}: {}", path, std::strerror(errno));
     // Before anything opens it: opening a FIFO for reading waits for a writer, and a device has no size.
     if (!S_ISREG(st.st_mode)) fail("{}: expected a regular file, found {}", path, describe_file_type(st.st_mode));
@@ -107,8 +107,8 @@ double drop_cache(const workload& w) {
         ::fdatasync(fd);
         int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
         ::close(fd);
-        if (rc != 0) warn_once("bench-fadvise", fmt::format("posix_fadvise(DONTNEED) on {}: {}", w.paths[i],
-                                                            std::strerror(rc)));
+        if (rc != 0)
+            warn_once("bench-fadvise", fmt::format("posix_fadvise(DONTNEED) on {}: {}", w.paths[i], std::strerror(rc)));
         worst = std::max(worst, resident_fraction(w.paths[i], w.sizes[i]));
     }
     return worst;
@@ -241,7 +241,8 @@ std::vector<mode_result> run_h2d(const workload& w, const reader_config& cfg) {
         out.push_back(r);
     };
     timed("h2d-copy-engine-pinned", "copy stream + per-slot events, pinned source", [&](uint64_t n) {
-        for (uint64_t i = 0; i < n; i++) eng.copy(uint32_t(i % n_slots), dslots[i % n_slots], pinned.data(), bytes, true);
+        for (uint64_t i = 0; i < n; i++)
+            eng.copy(uint32_t(i % n_slots), dslots[i % n_slots], pinned.data(), bytes, true);
         eng.wait_all();
     });
     timed("h2d-copy-engine-staged", "copy stream, pageable source via 2 pinned staging buffers", [&](uint64_t n) {
@@ -269,7 +270,8 @@ std::vector<mode_result> run_h2d(const workload& w, const reader_config& cfg) {
     const uint64_t host_sum = checksum64(pinned.data(), n);
     const uint64_t dev_sum = checksum64_device(dslots[0], n, eng.stream());
     if (host_sum != dev_sum)
-        fail("bench io: device checksum {:016x} of the first expert differs from the file's {:016x}", dev_sum, host_sum);
+        fail("bench io: device checksum {:016x} of the first expert differs from the file's {:016x}", dev_sum,
+             host_sum);
     for (auto& m : out) m.checksum = dev_sum;
     for (auto& d : dslots) MOE_CUDA_CHECK(cudaFree(d));
     return out;
@@ -299,8 +301,7 @@ workload raw_workload(const std::string& path, uint64_t expert_bytes, uint32_t p
     const uint64_t base = 32;  // GGUF data is 32-byte aligned, not page-aligned
     const uint64_t region = size > base ? (size - base) / parts / 32 * 32 : 0;
     const uint64_t n = region / part;
-    if (n == 0)
-        fail("--file {}: {} bytes hold no expert of {} bytes in {} parts", path, size, expert_bytes, parts);
+    if (n == 0) fail("--file {}: {} bytes hold no expert of {} bytes in {} parts", path, size, expert_bytes, parts);
     workload w;
     w.paths = {path};
     w.sizes = {size};
@@ -316,10 +317,11 @@ std::string fio_command(const workload& w, uint32_t qd) {
     // Same pattern: random reads of one expert's size, same queue depth, same file, O_DIRECT, io_uring.
     uint64_t avg = w.total_bytes / std::max<size_t>(1, w.experts.size());
     uint64_t bs = std::max<uint64_t>(4096, (avg + 4095) / 4096 * 4096);
-    return fmt::format("fio --name=moe-experts --filename={} --readonly --rw=randread --bs={} --iodepth={} "
-                       "--direct=1 --ioengine=io_uring --size={} --io_size={} --norandommap --randrepeat=0 "
-                       "--invalidate=1 --group_reporting",
-                       w.paths[0], bs, qd, w.sizes[0] / bs * bs, std::max<uint64_t>(bs, w.total_bytes / bs * bs));
+    return fmt::format(
+        "fio --name=moe-experts --filename={} --readonly --rw=randread --bs={} --iodepth={} "
+        "--direct=1 --ioengine=io_uring --size={} --io_size={} --norandommap --randrepeat=0 "
+        "--invalidate=1 --group_reporting",
+        w.paths[0], bs, qd, w.sizes[0] / bs * bs, std::max<uint64_t>(bs, w.total_bytes / bs * bs));
 }
 
 std::vector<std::string> split_modes(const std::string& text) {
@@ -342,9 +344,10 @@ std::vector<std::string> split_modes(const std::string& text) {
 }
 
 int run_bench_io(int argc, char** argv) {
-    CLI::App app{"Measure expert reads from the model file (io_uring O_DIRECT, pread, mmap; cold cache) and, with a "
-                 "GPU, host->device copies",
-                 "moe bench io"};
+    CLI::App app{
+        "Measure expert reads from the model file (io_uring O_DIRECT, pread, mmap; cold cache) and, with a "
+        "GPU, host->device copies",
+        "moe bench io"};
     std::string model, file, expert_text, chunk_text = "1M", modes_text = "uring,pread,mmap";
     uint64_t sample = 0, seed = 1;
     uint32_t qd = 32, inflight = 4, parts = 3;
@@ -381,8 +384,8 @@ int run_bench_io(int argc, char** argv) {
     cfg.queue_depth = qd;
     cfg.chunk_bytes = parse_bytes(chunk_text, "--chunk");
 
-    workload w = model.empty() ? raw_workload(file, parse_bytes(expert_text, "--expert-bytes"), parts)
-                               : model_workload(model);
+    workload w =
+        model.empty() ? raw_workload(file, parse_bytes(expert_text, "--expert-bytes"), parts) : model_workload(model);
     std::mt19937_64 rng(seed);
     std::shuffle(w.experts.begin(), w.experts.end(), rng);  // routing order is not file order
     if (sample && sample < w.experts.size()) w.experts.resize(sample);
@@ -402,8 +405,9 @@ int run_bench_io(int argc, char** argv) {
     bool ineffective = false;
     for (const auto& r : results) ineffective |= r.resident_after_drop > 0.05;
     if (ineffective)
-        warn_once("bench-drop", "posix_fadvise(DONTNEED) left more than 5% of the file cached (dirty or mapped pages?): "
-                                "the numbers below are partly warm");
+        warn_once("bench-drop",
+                  "posix_fadvise(DONTNEED) left more than 5% of the file cached (dirty or mapped pages?): "
+                  "the numbers below are partly warm");
     if (verify)
         for (const auto& r : results)
             if (r.checksum != results.front().checksum)
@@ -429,9 +433,9 @@ int run_bench_io(int argc, char** argv) {
         j["gpu"] = gpu_description();
         j["modes"] = json::array();
         for (const auto& r : results) {
-            json m{{"mode", r.mode},           {"reader", r.reader},   {"gbps", r.gbps()},
-                   {"experts_per_s", r.experts_per_s()}, {"bytes", r.bytes}, {"seconds", r.seconds},
-                   {"experts", r.experts}};
+            json m{
+                {"mode", r.mode},   {"reader", r.reader},   {"gbps", r.gbps()},    {"experts_per_s", r.experts_per_s()},
+                {"bytes", r.bytes}, {"seconds", r.seconds}, {"experts", r.experts}};
             if (r.mode.rfind("h2d", 0) != 0) m["resident_after_drop"] = r.resident_after_drop;
             if (verify || r.mode.rfind("h2d", 0) == 0) m["checksum"] = fmt::format("{:016x}", r.checksum);
             j["modes"].push_back(m);
@@ -448,8 +452,9 @@ int run_bench_io(int argc, char** argv) {
         std::printf("%-24s %-46s %9.2f %12.1f %10.3f %9s\n", r.mode.c_str(), r.reader.c_str(), r.gbps(),
                     r.experts_per_s(), r.seconds,
                     r.mode.rfind("h2d", 0) == 0 ? "-" : fmt::format("{:.1f}%", 100 * r.resident_after_drop).c_str());
-    if (verify) std::printf("checksum of all experts: %016llx (every mode agrees)\n",
-                            (unsigned long long)results.front().checksum);
+    if (verify)
+        std::printf("checksum of all experts: %016llx (every mode agrees)\n",
+                    (unsigned long long)results.front().checksum);
     std::printf("cached: page-cache residency of the file right after the drop, before the mode ran\n");
     std::printf("same pattern with fio:\n  %s\n", fio.c_str());
     return 0;
@@ -460,13 +465,14 @@ int run_bench_io(int argc, char** argv) {
 int run_bench(int argc, char** argv) {
     if (argc >= 2 && std::strcmp(argv[1], "io") == 0) return run_bench_io(argc - 1, argv + 1);
     if (argc >= 2 && std::strcmp(argv[1], "run") == 0) return run_bench_run(argc - 1, argv + 1);
-    std::fprintf(argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) ? stdout : stderr,
-                 "usage: moe bench io (-m MODEL | --file F --expert-bytes B) [--sample N] [--qd 32] [--json] "
-                 "[--modes uring,pread,mmap]\n"
-                 "       moe bench run -m MODEL [--budgets 100,50,25] [--prompt-tokens 64] [--gen-tokens 32] "
-                 "[--threads N] [--json] [--llama-cpp auto|off]\n"
-                 "  io   expert reads from the file (io_uring O_DIRECT, pread, mmap; cold) and host->device copies\n"
-                 "  run  prompt and decode tokens/s at several expert budgets, beside llama.cpp when installed\n");
+    std::fprintf(
+        argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) ? stdout : stderr,
+        "usage: moe bench io (-m MODEL | --file F --expert-bytes B) [--sample N] [--qd 32] [--json] "
+        "[--modes uring,pread,mmap]\n"
+        "       moe bench run -m MODEL [--budgets 100,50,25] [--prompt-tokens 64] [--gen-tokens 32] "
+        "[--threads N] [--json] [--llama-cpp auto|off]\n"
+        "  io   expert reads from the file (io_uring O_DIRECT, pread, mmap; cold) and host->device copies\n"
+        "  run  prompt and decode tokens/s at several expert budgets, beside llama.cpp when installed\n");
     return argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) ? 0 : 2;
 }
 

@@ -364,13 +364,12 @@ int run_bench_run(int argc, char** argv) {
     bool any_clamped = false;
     for (const auto& r : results) {
         any_clamped |= r.clamped;
-        s +=
-            fmt::format("{:>7}% {:>11} {:>12} {:>12} {:>14.1f} {:>14.1f} {:>8.1f}% {:>10.1f}% {:>12} {:>10.1f}\n",
-                        fmt::format("{}{}", r.clamped ? "*" : "", r.percent), fmt::format("{}/{}", r.n_slots, n_total),
-                        format_bytes(r.budget_bytes), format_bytes(r.memory.total()),
-                        rate(uint64_t(prompt_tokens), r.prompt_s),
-                        rate(uint64_t(gen_tokens), r.decode_s), 100.0 * r.total.hit_rate(), 100.0 * r.decode.hit_rate(),
-                        format_bytes(r.total.bytes_loaded), double(r.total.wait_ns) / 1e6);
+        s += fmt::format("{:>7}% {:>11} {:>12} {:>12} {:>14.1f} {:>14.1f} {:>8.1f}% {:>10.1f}% {:>12} {:>10.1f}\n",
+                         fmt::format("{}{}", r.clamped ? "*" : "", r.percent), fmt::format("{}/{}", r.n_slots, n_total),
+                         format_bytes(r.budget_bytes), format_bytes(r.memory.total()),
+                         rate(uint64_t(prompt_tokens), r.prompt_s), rate(uint64_t(gen_tokens), r.decode_s),
+                         100.0 * r.total.hit_rate(), 100.0 * r.decode.hit_rate(), format_bytes(r.total.bytes_loaded),
+                         double(r.total.wait_ns) / 1e6);
     }
     if (any_clamped)
         s += fmt::format(

@@ -24,8 +24,8 @@
 #include "runtime/auto_budget.h"
 #include "runtime/cli/cli_args.h"
 #include "runtime/cli/cli_util.h"
-#include "runtime/engine.h"
 #include "runtime/cli/commands.h"
+#include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
 
@@ -180,45 +180,44 @@ json describe_json(const model_file& f, const model_desc& d, const histogram& h)
         for (const auto& [k, v] : m) o[k] = {{"tensors", v.tensors}, {"bytes", v.bytes}};
         return o;
     };
-    return json{{"schema", "moe-inspect/1"},
-                {"format", f.format == model_format::GGUF ? "gguf" : "safetensors"},
-                {"files", std::move(files)},
-                {"architecture", arch_name(d.architecture)},
-                {"name", d.name},
-                {"n_layers", d.n_layers},
-                {"n_moe_layers", d.layout.n_moe_layers},
-                {"moe_layers", d.layout.moe_layers},
-                {"n_leading_dense", d.n_leading_dense},
-                {"n_embd", d.n_embd},
-                {"n_vocab", d.n_vocab},
-                {"n_head", d.n_head},
-                {"n_head_kv", d.n_head_kv},
-                {"head_dim_k", d.head_dim_k},
-                {"head_dim_v", d.head_dim_v},
-                {"n_ff", d.n_ff},
-                {"n_ff_exp", d.n_ff_exp},
-                {"n_ff_shexp", d.n_ff_shexp},
-                {"n_experts", d.n_experts},
-                {"n_experts_used", d.n_experts_used},
-                {"n_shared_experts", d.n_shared_experts},
-                {"rope", rope_name(d.rope)},
-                {"n_rot", d.n_rot},
-                {"rope_freq_base", d.rope_freq_base},
-                {"rope_scaling",
-                 {{"type", d.rope_scale.name},
-                  {"factor", d.rope_scale.factor},
-                  {"original_context", d.rope_scale.orig_ctx}}},
-                {"rms_eps", d.rms_eps},
-                {"context_length", d.n_ctx_train},
-                {"gating", gating_name(d.gating)},
-                {"norm_topk", d.norm_topk},
-                {"weights_scale", d.weights_scale},
-                {"expert_bytes", d.layout.max_expert_bytes},
-                {"total_expert_bytes", d.layout.total_bytes},
-                {"resident_bytes", d.resident_bytes},
-                {"total_tensor_bytes", total},
-                {"n_tensors", f.tensors.size()},
-                {"tensor_types", {{"experts", types(h.experts)}, {"resident", types(h.resident)}}}};
+    return json{
+        {"schema", "moe-inspect/1"},
+        {"format", f.format == model_format::GGUF ? "gguf" : "safetensors"},
+        {"files", std::move(files)},
+        {"architecture", arch_name(d.architecture)},
+        {"name", d.name},
+        {"n_layers", d.n_layers},
+        {"n_moe_layers", d.layout.n_moe_layers},
+        {"moe_layers", d.layout.moe_layers},
+        {"n_leading_dense", d.n_leading_dense},
+        {"n_embd", d.n_embd},
+        {"n_vocab", d.n_vocab},
+        {"n_head", d.n_head},
+        {"n_head_kv", d.n_head_kv},
+        {"head_dim_k", d.head_dim_k},
+        {"head_dim_v", d.head_dim_v},
+        {"n_ff", d.n_ff},
+        {"n_ff_exp", d.n_ff_exp},
+        {"n_ff_shexp", d.n_ff_shexp},
+        {"n_experts", d.n_experts},
+        {"n_experts_used", d.n_experts_used},
+        {"n_shared_experts", d.n_shared_experts},
+        {"rope", rope_name(d.rope)},
+        {"n_rot", d.n_rot},
+        {"rope_freq_base", d.rope_freq_base},
+        {"rope_scaling",
+         {{"type", d.rope_scale.name}, {"factor", d.rope_scale.factor}, {"original_context", d.rope_scale.orig_ctx}}},
+        {"rms_eps", d.rms_eps},
+        {"context_length", d.n_ctx_train},
+        {"gating", gating_name(d.gating)},
+        {"norm_topk", d.norm_topk},
+        {"weights_scale", d.weights_scale},
+        {"expert_bytes", d.layout.max_expert_bytes},
+        {"total_expert_bytes", d.layout.total_bytes},
+        {"resident_bytes", d.resident_bytes},
+        {"total_tensor_bytes", total},
+        {"n_tensors", f.tensors.size()},
+        {"tensor_types", {{"experts", types(h.experts)}, {"resident", types(h.resident)}}}};
 }
 
 std::string pct(double x) {
@@ -361,9 +360,8 @@ int run_inspect(int argc, char** argv) {
     const int n_batch = engine_config{}.n_batch;  // moe run's prefill chunk
     if (vram) plans.push_back(plan_vram(*vram, estimate_memory_need(f, d, n_ctx, n_batch, cuda), d, path));
     if (host) plans.push_back(plan_host(*host, d));
-    const std::string plan_basis =
-        fmt::format("KV cache for {} positions (--ctx), {} backend, batches of {}", n_ctx, cuda ? "cuda" : "cpu",
-                    n_batch);
+    const std::string plan_basis = fmt::format("KV cache for {} positions (--ctx), {} backend, batches of {}", n_ctx,
+                                               cuda ? "cuda" : "cpu", n_batch);
     bool feasible = std::all_of(plans.begin(), plans.end(), [](const tier_plan& p) { return p.feasible; });
 
     if (as_json) {

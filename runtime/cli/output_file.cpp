@@ -28,7 +28,8 @@ std::string identity_of(const std::string& path) {
 }
 
 bool same_inode(const std::string& a, const std::string& b) {
-    struct stat sa {}, sb {};
+    struct stat sa {
+    }, sb{};
     return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
 }
@@ -45,14 +46,14 @@ output_file::output_file(std::string flag, std::string path, const std::vector<s
     if (::stat(_path.c_str(), &st) == 0) {
         if (S_ISDIR(st.st_mode)) fail_usage("{} {}: is a directory, expected a file", _flag, shown);
         if (!S_ISREG(st.st_mode))
-            fail_usage("{} {}: exists and is not a regular file (a device, FIFO or socket); results are written to "
-                       "a temporary file and renamed into place, which a device cannot take",
-                       _flag, shown);
+            fail_usage(
+                "{} {}: exists and is not a regular file (a device, FIFO or socket); results are written to "
+                "a temporary file and renamed into place, which a device cannot take",
+                _flag, shown);
     }
     for (const std::string& in : inputs)
         if (same_inode(_path, in))
-            fail_usage("{} {}: is an input of this run ({}): writing it would destroy it", _flag, shown,
-                       printable(in));
+            fail_usage("{} {}: is an input of this run ({}): writing it would destroy it", _flag, shown, printable(in));
     _identity = identity_of(_path);
     for (const output_file* o : others)
         if (o && (o->_identity == _identity || same_inode(_path, o->_path)))
@@ -60,8 +61,7 @@ output_file::output_file(std::string flag, std::string path, const std::vector<s
 
     _tmp = _path + ".tmp-XXXXXX";
     const int fd = ::mkstemp(_tmp.data());
-    if (fd < 0)
-        fail_usage("{} {}: cannot create a file in its directory: {}", _flag, shown, std::strerror(errno));
+    if (fd < 0) fail_usage("{} {}: cannot create a file in its directory: {}", _flag, shown, std::strerror(errno));
     ::fchmod(fd, 0644);
     _f = ::fdopen(fd, "w");
     if (!_f) {

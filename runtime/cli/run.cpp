@@ -3,8 +3,9 @@
 // stderr. --trace records every routing decision (prompt and generated tokens) as moe-trace v1 so `moe sim` can
 // replay the run; --stats-json writes the tokens and figures for scripts and tests.
 //
-// --vram-budget is the whole compute-memory budget (invariant 1 of docs/invariants.md: budgets are hard): the resident weights, the KV cache and
-// the workspaces come first and the expert slots get what is left (runtime/auto_budget.h: plan_compute_budget).
+// --vram-budget is the whole compute-memory budget (invariant 1 of docs/invariants.md: budgets are hard): the resident
+// weights, the KV cache and the workspaces come first and the expert slots get what is left (runtime/auto_budget.h:
+// plan_compute_budget).
 // --backend cuda (the default where a GPU is usable) puts all of them in VRAM; --backend cpu computes on the CPU,
 // and the budget is then RAM. The estimate the slots are planned with is checked against what the engine really
 // allocated before anything runs, and the summary prints the breakdown.
@@ -15,10 +16,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -33,11 +34,11 @@
 #include "runtime/auto_budget.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/chat_template.h"
-#include "runtime/cpu_dot.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/output_file.h"
 #include "runtime/cli/progress.h"
+#include "runtime/cpu_dot.h"
 #include "runtime/engine.h"
 #include "runtime/model_desc.h"
 #include "runtime/run_stats.h"
@@ -54,8 +55,7 @@ std::vector<int> parse_ids(const std::string& text, int n_vocab) {
     for (const std::string& item : split_commas(text)) {
         const std::optional<int> v = parse_int(item);
         if (!v) fail("--prompt-ids: '{}' is not a token id: expected comma-separated integers like 1,2,3", item);
-        if (*v < 0 || *v >= n_vocab)
-            fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", *v, n_vocab);
+        if (*v < 0 || *v >= n_vocab) fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", *v, n_vocab);
         ids.push_back(*v);
     }
     if (ids.empty()) fail("--prompt-ids: no token ids given");
@@ -78,9 +78,9 @@ struct prompt_input {
 };
 struct prepared_prompt {
     std::vector<int> tokens;
-    std::string text;                     // what the tokenizer encoded: the prompt, or the templated chat
-    std::optional<tokenizer> tok;         // when the file has a usable one (to print text)
-    std::optional<chat_template> chat;    // --chat
+    std::string text;                   // what the tokenizer encoded: the prompt, or the templated chat
+    std::optional<tokenizer> tok;       // when the file has a usable one (to print text)
+    std::optional<chat_template> chat;  // --chat
 };
 
 // The prompt as token ids: encoded with the file's tokenizer (with --chat, inside its chat template), or parsed
@@ -138,8 +138,7 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
     // lru-layer needs top-k in every layer's share; the other policies one layer's top-k.
     const uint32_t min_slots = uint32_t(desc.n_experts_used) *
                                (ec.policy == "lru-layer" ? uint32_t(std::max(1, desc.layout.n_moe_layers)) : 1u);
-    const budget_choice c =
-        choose_expert_budget(*mem, need, slot, n_total, min_slots, model_path);
+    const budget_choice c = choose_expert_budget(*mem, need, slot, n_total, min_slots, model_path);
     ec.expert_budget_bytes = c.budget_bytes;
     plan.budget_bytes = mem->free_bytes - std::min(mem->free_bytes, safety_margin(*mem));
     plan.need = need;
@@ -166,7 +165,6 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
     return s;
 }
 
-
 // Everything `moe run` takes from its command line.
 struct run_flags {
     std::string model_path, prompt, prompt_ids_text, budget_text, host_budget_text, policy = "lru";
@@ -187,7 +185,8 @@ std::optional<int> parse_run_flags(int argc, char** argv, run_flags& f) {
                    "model file: .gguf (first shard of a split set), .safetensors, or a "
                    "directory")
         ->required();
-    auto* p_opt = app.add_option("-p,--prompt", f.prompt, "prompt text (encoded with the model's tokenizer, BOS added)");
+    auto* p_opt =
+        app.add_option("-p,--prompt", f.prompt, "prompt text (encoded with the model's tokenizer, BOS added)");
     auto* ids_opt = app.add_option("--prompt-ids", f.prompt_ids_text,
                                    "the prompt as comma-separated token ids (e.g. 1,17,42), for models without a "
                                    "tokenizer; nothing is added");
@@ -200,7 +199,8 @@ std::optional<int> parse_run_flags(int argc, char** argv, run_flags& f) {
                    "pinned host RAM for a second level of expert slots under the first (experts evicted from the "
                    "first stay there, so a miss is a memory copy instead of a file read), e.g. 32G. Default: none, "
                    "except with a GPU backend and no --vram-budget, where it is sized from free RAM");
-    app.add_option("-n,--n-predict", f.n_predict, "most tokens to generate (stops earlier at an end-of-generation token)")
+    app.add_option("-n,--n-predict", f.n_predict,
+                   "most tokens to generate (stops earlier at an end-of-generation token)")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
     app.add_option("--vram-budget", f.budget_text,
@@ -223,7 +223,8 @@ std::optional<int> parse_run_flags(int argc, char** argv, run_flags& f) {
     app.add_option("--prefetch-k", f.prefetch_k, "experts guessed per predicted layer (0 = the model's top-k)")
         ->check(CLI::Range(0, 1 << 16))
         ->capture_default_str();
-    app.add_option("--trace", f.trace_path, "write every routing decision (prompt and generated tokens) as moe-trace v1");
+    app.add_option("--trace", f.trace_path,
+                   "write every routing decision (prompt and generated tokens) as moe-trace v1");
     app.add_option("--stats-json", f.stats_path, "write generated tokens, text and cache figures as JSON");
     app.add_option("--seed", f.sc.seed, "random seed for sampling (same seed, same tokens)")->capture_default_str();
     app.add_option("--temp", f.sc.temperature, "temperature; 0 = greedy (argmax)")
@@ -304,7 +305,8 @@ public:
     signal_scope& operator=(const signal_scope&) = delete;
 
 private:
-    struct sigaction _int {}, _term {}, _pipe {};
+    struct sigaction _int {
+    }, _term{}, _pipe{};
 };
 
 // The KV cache positions: --ctx as given (so `moe inspect --ctx` plans the same memory), said out loud with its bytes
@@ -469,8 +471,9 @@ int run_run(int argc, char** argv) {
         header.n_experts = uint32_t(desc.layout.n_experts);
         header.top_k = uint32_t(desc.n_experts_used);
         trace_out->write(trace_header(header));
-        ses.set_routing_observer([&, row = trace_row{}, line = std::string()](
-                                     int pos, int moe_layer, std::span<const int> ex, std::span<const float> w) mutable {
+        ses.set_routing_observer([&, row = trace_row{}, line = std::string()](int pos, int moe_layer,
+                                                                              std::span<const int> ex,
+                                                                              std::span<const float> w) mutable {
             row.token = uint32_t(pos);
             row.layer = uint32_t(moe_layer);
             row.experts.assign(ex.begin(), ex.end());

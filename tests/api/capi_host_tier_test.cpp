@@ -139,7 +139,7 @@ TEST(capi_model, hyper_parameters_match_the_metadata) {
     EXPECT_FLOAT_EQ(i.rope_freq_base, meta("llama.rope.freq_base").get<float>());
     EXPECT_FLOAT_EQ(i.rms_eps, meta("llama.attention.layer_norm_rms_epsilon").get<float>());
     EXPECT_EQ(i.gating, 0);
-    EXPECT_EQ(i.norm_topk, 1);  // Mixtral renormalises its top-2
+    EXPECT_EQ(i.norm_topk, 1);                               // Mixtral renormalises its top-2
     const moe_rt::model qm(k_fx + "ref/qwen3moe-f32.gguf");  // info's strings live as long as the model
     const moe_model_info q = qm.info();
     EXPECT_EQ(q.rope_style, 1);  // qwen3moe: NEOX halves

@@ -1,7 +1,7 @@
 // moe_log_set: with a callback installed the library's warnings reach it (level, text, user_data), only the one
-// installed last, and nothing is written to stderr; NULL restores the default, which writes them to stderr again. The warnings used are the
-// reader fallbacks, forced with MOE_NO_DIRECT / MOE_NO_URING (each is given once per process, so each phase
-// forces a different one).
+// installed last, and nothing is written to stderr; NULL restores the default, which writes them to stderr again. The
+// warnings used are the reader fallbacks, forced with MOE_NO_DIRECT / MOE_NO_URING (each is given once per process, so
+// each phase forces a different one).
 #include <gtest/gtest.h>
 #include <unistd.h>
 

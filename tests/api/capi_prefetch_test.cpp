@@ -18,13 +18,12 @@
 #include "tests/prefetch/io_test_util.h"
 
 namespace {
-using moe::test::layer_stats;
 using moe::test::context_info;
+using moe::test::layer_stats;
 
 const std::string k_mixtral = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/mixtral-tiny-f32.gguf";
 constexpr uint64_t k_mixtral_slot = 24576;  // mixtral-tiny-f32: one expert, 3 x (32 x 64) F32
 constexpr uint64_t k_page = 4096;
-
 
 using fixture = moe::test::capi_fixture;
 using moe::test::tmp_dir;
@@ -38,8 +37,6 @@ moe_options options(int32_t mode, uint64_t budget = 0, int32_t depth = 1) {
     o.prefetch_depth = depth;
     return o;
 }
-
-
 
 // Waits until `layer` has completed `bytes` of loads (prefetches land in the background).
 bool wait_loaded(const moe_context* c, int layer, uint64_t bytes) {

@@ -29,7 +29,6 @@ const std::string k_mixtral = k_fixtures + "mixtral-tiny-f32.gguf";
 const std::string k_split = k_fixtures + "mixtral-tiny-q8_0-split-00001-of-00002.gguf";
 constexpr uint64_t k_slot = 24576;  // mixtral-tiny-f32: 3 x (32 x 64) F32 = 24 KiB, a multiple of 4 KiB
 
-
 using fixture = moe::test::capi_fixture;
 using moe::test::tmp_dir;
 
@@ -41,8 +40,6 @@ moe_options options(uint64_t budget, uint32_t prefetch_in_flight = 0) {
     o.reader = MOE_READER_PREAD;
     return o;
 }
-
-
 
 // Acquire + wait + copy the bytes out + release.
 std::vector<uint8_t> fetch(moe_context* c, int layer, int expert) {
@@ -348,8 +345,8 @@ TEST(capi, every_expert_exact_bytes_under_small_budget) {
                 const std::vector<uint8_t> got = fetch(f.ctx, l, e);
                 std::vector<uint8_t> want;
                 for (const char* part : {"gate", "up", "down"}) {
-                    const uint64_t off = offset_of("blk." + std::to_string(l) + ".ffn_" + part + "_exps.weight") +
-                                         uint64_t(e) * 8192;
+                    const uint64_t off =
+                        offset_of("blk." + std::to_string(l) + ".ffn_" + part + "_exps.weight") + uint64_t(e) * 8192;
                     want.insert(want.end(), file.begin() + long(off), file.begin() + long(off + 8192));
                 }
                 ASSERT_EQ(got.size(), want.size()) << policy << " " << l << "," << e;
@@ -358,13 +355,13 @@ TEST(capi, every_expert_exact_bytes_under_small_budget) {
             }
         const moe_stats s = total_stats(f.ctx);
         EXPECT_EQ(s.hits + s.misses, fetched) << policy;
-        EXPECT_GE(s.misses, 8u) << policy;                  // every expert loaded at least once
+        EXPECT_GE(s.misses, 8u) << policy;  // every expert loaded at least once
         EXPECT_EQ(s.bytes_loaded, s.loads * k_slot) << policy;
-        EXPECT_GE(s.evictions, 8u - n_slots) << policy;     // 8 distinct experts through n_slots slots
+        EXPECT_GE(s.evictions, 8u - n_slots) << policy;  // 8 distinct experts through n_slots slots
         moe_context_info ci{};
         ci.struct_size = sizeof(ci);
         ASSERT_EQ(moe_context_get_info(f.ctx, &ci), MOE_OK);
-        EXPECT_LE(ci.high_water_bytes, n_slots * k_slot);          // the budget is hard
+        EXPECT_LE(ci.high_water_bytes, n_slots * k_slot);  // the budget is hard
     }
 }
 
@@ -435,7 +432,8 @@ TEST(capi, hand_layout) {
             if (l == 1 && e == 2) {  // not yet described: a context cannot be made
                 EXPECT_EQ(moe_context_create_from_layout(f.layout, &o, &c), MOE_ERR_INVALID_ARGUMENT);
                 EXPECT_NE(std::string(moe_last_error()).find("expert 2 of layer 1 has no byte ranges"),
-                          std::string::npos) << moe_last_error();
+                          std::string::npos)
+                    << moe_last_error();
             }
             const auto r = ranges_of(l, e);
             ASSERT_EQ(moe_layout_set_expert(f.layout, l, e, fi, r.size(), r.data()), MOE_OK) << moe_last_error();
@@ -449,7 +447,8 @@ TEST(capi, hand_layout) {
             for (int e = 0; e < 3; ++e) {
                 std::vector<uint8_t> want;
                 for (const moe_range& r : ranges_of(l, e))
-                    want.insert(want.end(), tf.bytes.begin() + long(r.offset), tf.bytes.begin() + long(r.offset + r.bytes));
+                    want.insert(want.end(), tf.bytes.begin() + long(r.offset),
+                                tf.bytes.begin() + long(r.offset + r.bytes));
                 EXPECT_TRUE(fetch(f.ctx, l, e) == want) << l << "," << e;
             }
 }
@@ -531,7 +530,7 @@ TEST(capi, trace_round_trip) {
     ASSERT_EQ(moe_context_create(f.model, &o, &f.ctx), MOE_OK);
     const int32_t r0[2] = {3, 1}, r1[2] = {0, 2}, r2[1] = {2};
     const float w0[2] = {0.75f, 0.25f}, w1[2] = {0.5f, 0.5f};
-    ASSERT_EQ(moe_route(f.ctx, 0, 2, r0, w0), MOE_OK);   // seq 0 token 0
+    ASSERT_EQ(moe_route(f.ctx, 0, 2, r0, w0), MOE_OK);  // seq 0 token 0
     ASSERT_EQ(moe_route(f.ctx, 1, 2, r1, w1), MOE_OK);
     ASSERT_EQ(moe_route(f.ctx, 0, 1, r2, nullptr), MOE_OK);  // layer went back: token 1
     ASSERT_EQ(moe_set_position(f.ctx, 4, 9), MOE_OK);

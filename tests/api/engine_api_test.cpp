@@ -279,7 +279,8 @@ TEST(engine_api, greedy_and_sampled_generation_match_the_engine_loop_and_the_pin
 }
 
 TEST(engine_api, text_generation_matches_moe_run) {
-    const nlohmann::json run = moe_run("-m " + k_tiny + " -p 'Hello world' -n 16 --vram-budget 328K", "text");  // 2 slots
+    const nlohmann::json run =
+        moe_run("-m " + k_tiny + " -p 'Hello world' -n 16 --vram-budget 328K", "text");  // 2 slots
     ASSERT_TRUE(run.contains("tokens")) << run.dump();
     engine_ptr p;
     moe_engine_options o = options(48 << 10, 192 << 10);  // host: room for all 8 experts
@@ -461,9 +462,9 @@ TEST(engine_api, sessions_share_the_engine_and_match_its_own_sequence) {
 
     std::vector<int32_t> toks(10, -1);
     size_t n_gen = 0;
-    ASSERT_EQ(moe_session_generate(b, k_prompt.data(), T, 6, nullptr, nullptr, nullptr, toks.data(), toks.size(),
-                                   &n_gen),
-              MOE_OK)
+    ASSERT_EQ(
+        moe_session_generate(b, k_prompt.data(), T, 6, nullptr, nullptr, nullptr, toks.data(), toks.size(), &n_gen),
+        MOE_OK)
         << moe_last_error();
     toks.resize(n_gen);
     EXPECT_EQ(toks, want_tokens) << "a session generates what the engine generates";

@@ -56,7 +56,8 @@ TEST(copy_engine_gpu, file_to_device_round_trip) {
     for (auto& d : dslots) MOE_CUDA_CHECK(cudaMalloc(&d, expert));
     for (uint32_t e = 0; e < 6; e++) {
         const uint64_t third = expert / 3;
-        std::vector<byte_range> ranges{{0, 32 + e * third, third}, {0, (8 << 20) + 64 + e * third, third},
+        std::vector<byte_range> ranges{{0, 32 + e * third, third},
+                                       {0, (8 << 20) + 64 + e * third, third},
                                        {0, (16 << 20) + 32 * e, expert - 2 * third}};
         const bool use_pinned = e % 2 == 0;
         uint8_t* host = use_pinned ? pinned.data() : pageable.data();

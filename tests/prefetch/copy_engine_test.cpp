@@ -1,12 +1,13 @@
 // The host side of the transfer path without a GPU: pinned host buffers, the copy engine's host mode (same
 // interface, memcpy on a worker thread, per-slot completion) and the CPU checksum the GPU kernel must match.
+#include "prefetch/copy_engine.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
 
 #include "prefetch/checksum.h"
-#include "prefetch/copy_engine.h"
 #include "prefetch/host_buffer.h"
 
 namespace moe {

@@ -1,6 +1,8 @@
 // expert_reader packs every range of an expert, from one or several files, in order into one slot, reports
 // once, and on a failure names the range, the file and the offset without reporting before every started
 // range has come back.
+#include "prefetch/expert_reader.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +11,6 @@
 #include <thread>
 
 #include "common/error.h"
-#include "prefetch/expert_reader.h"
 #include "prefetch/faulty_source.h"
 #include "prefetch/reader_factory.h"
 #include "tests/prefetch/io_test_util.h"
@@ -17,7 +18,8 @@
 namespace moe {
 namespace {
 
-std::vector<uint8_t> expected_packed(const std::vector<const test::temp_file*>& files, const std::vector<byte_range>& rs) {
+std::vector<uint8_t> expected_packed(const std::vector<const test::temp_file*>& files,
+                                     const std::vector<byte_range>& rs) {
     std::vector<uint8_t> out;
     for (const byte_range& r : rs)
         out.insert(out.end(), files[r.file]->bytes.begin() + long(r.offset),
@@ -34,8 +36,8 @@ TEST(expert_reader, packs_ranges_from_two_files_in_order) {
     auto fb = open_file_source(b.path, reader_kind::PREAD, cfg);
     expert_reader reader({fa.get(), fb.get()});
     // gate, up, down as GGUF lays them: 32-byte aligned, in separate tensors, the last one ending at EOF.
-    std::vector<byte_range> ranges{{0, 32 * 1001, 300000}, {1, 64, 200000}, {0, 1500000 + 32, 300000},
-                                   {1, (1 << 20) + 333 - 4128, 4128}};
+    std::vector<byte_range> ranges{
+        {0, 32 * 1001, 300000}, {1, 64, 200000}, {0, 1500000 + 32, 300000}, {1, (1 << 20) + 333 - 4128, 4128}};
     const uint64_t total = expert_reader::packed_bytes(ranges);
     test::guarded_buffer slot(total, 0);
     reader.read_sync(ranges, slot.dst, total);

@@ -2,12 +2,13 @@
 // finished) or as a failed one whose error names errno and the file offset (EIO, a truncated file) — never as
 // a request marked done with missing bytes. Run against each real reader, since the faults enter at the
 // syscall results those readers handle.
+#include "prefetch/faulty_source.h"
+
 #include <gtest/gtest.h>
 
 #include <cerrno>
 #include <chrono>
 
-#include "prefetch/faulty_source.h"
 #include "prefetch/reader_factory.h"
 #include "tests/prefetch/io_test_util.h"
 
@@ -32,7 +33,8 @@ TEST_P(faulty_test, eio_at_an_offset_fails_only_the_request_covering_it) {
     plan.eio_at_offset = 500000;
     faulty_source src(f.path, GetParam(), plan, cfg());
     std::vector<uint8_t> a(300000), b(300000), c(1000);
-    std::vector<read_request> reqs{{100, a.size(), a.data()}, {400032, b.size(), b.data()}, {900000, c.size(), c.data()}};
+    std::vector<read_request> reqs{
+        {100, a.size(), a.data()}, {400032, b.size(), b.data()}, {900000, c.size(), c.data()}};
     auto res = read_all(src, reqs);
     ASSERT_TRUE(res[0].ok()) << describe_read_error(res[0], f.path);
     EXPECT_EQ(std::memcmp(a.data(), f.bytes.data() + 100, a.size()), 0);
@@ -123,7 +125,8 @@ TEST_P(faulty_test, truncated_file_fails_ranges_past_the_cut_with_the_offset) {
     plan.truncate_at = 600000 + 100;  // not block-aligned, like a copy cut short
     faulty_source src(f.path, GetParam(), plan, cfg());
     std::vector<uint8_t> a(100000), b(100000, 0), c(5000, 0);
-    std::vector<read_request> reqs{{32, a.size(), a.data()}, {550000, b.size(), b.data()}, {800000, c.size(), c.data()}};
+    std::vector<read_request> reqs{
+        {32, a.size(), a.data()}, {550000, b.size(), b.data()}, {800000, c.size(), c.data()}};
     auto res = read_all(src, reqs);
     ASSERT_TRUE(res[0].ok()) << describe_read_error(res[0], f.path);
     EXPECT_EQ(std::memcmp(a.data(), f.bytes.data() + 32, a.size()), 0);
@@ -142,10 +145,10 @@ TEST(fault_injector, applies_the_plan) {
     plan.short_read_every = 2;
     plan.short_read_align = 1;
     fault_injector inj(plan);
-    EXPECT_EQ(inj.apply(0, 4096, 4096), 1000);   // read 1: cut at the truncation point
-    EXPECT_EQ(inj.apply(0, 800, 800), 400);      // read 2: short
-    EXPECT_EQ(inj.apply(2000, 10, 10), 0);       // read 3: past the end
-    EXPECT_EQ(inj.apply(0, 10, -EBADF), -EBADF); // read 4: real errors pass through
+    EXPECT_EQ(inj.apply(0, 4096, 4096), 1000);    // read 1: cut at the truncation point
+    EXPECT_EQ(inj.apply(0, 800, 800), 400);       // read 2: short
+    EXPECT_EQ(inj.apply(2000, 10, 10), 0);        // read 3: past the end
+    EXPECT_EQ(inj.apply(0, 10, -EBADF), -EBADF);  // read 4: real errors pass through
     EXPECT_EQ(inj.n_reads(), 4u);
 }
 

@@ -3,6 +3,8 @@
 // smaller than a page, straddling pages, unaligned by 32 bytes, larger than a chunk; many more requests than
 // the queue depth; submissions from several threads; and the start-up fallback when O_DIRECT or io_uring is
 // refused.
+#include "prefetch/file_source.h"
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -11,7 +13,6 @@
 #include <thread>
 
 #include "common/error.h"
-#include "prefetch/file_source.h"
 #include "prefetch/reader_factory.h"
 #include "tests/prefetch/io_test_util.h"
 
@@ -41,10 +42,10 @@ std::vector<range_case> cases() {
         {n - 5000, 5000, 0},         // ends at end of file, starts unaligned
         {n - 123, 123, 0},           // exactly the partial last page
         {(n / 4096) * 4096 - 4096, n - ((n / 4096) * 4096 - 4096), 0},  // aligned start, ends at EOF
-        {12345, 1500000, 3},         // larger than a chunk, unaligned
-        {4096 * 5, 1 << 20, 0},      // aligned 1 MiB: straight reads
+        {12345, 1500000, 3},                                            // larger than a chunk, unaligned
+        {4096 * 5, 1 << 20, 0},                                         // aligned 1 MiB: straight reads
         {4096 * 5 + 32, (1 << 20) + 64, 32},  // offset and address share misalignment: bounce ends, straight middle
-        {777, 0, 0},                 // empty
+        {777, 0, 0},                          // empty
     };
 }
 
@@ -67,8 +68,8 @@ void expect_reads_match(file_source& src, const test::temp_file& f) {
     std::vector<read_result> res = read_all(src, reqs);
     ASSERT_EQ(res.size(), cs.size());
     for (size_t i = 0; i < cs.size(); i++) {
-        SCOPED_TRACE(fmt::format("{}: offset {} len {} misalign {}", src.kind_name(), cs[i].offset, cs[i].len,
-                                 cs[i].misalign));
+        SCOPED_TRACE(
+            fmt::format("{}: offset {} len {} misalign {}", src.kind_name(), cs[i].offset, cs[i].len, cs[i].misalign));
         ASSERT_TRUE(res[i].ok()) << describe_read_error(res[i], src.path());
         EXPECT_EQ(res[i].result, int64_t(cs[i].len));
         EXPECT_EQ(std::memcmp(bufs[i]->dst, f.bytes.data() + cs[i].offset, cs[i].len), 0);
@@ -167,16 +168,14 @@ std::string kind_case_name(const ::testing::TestParamInfo<kind_case>& p) {
     return fmt::format("{}_chunk{}_qd{}", k, p.param.chunk, p.param.qd);
 }
 
-INSTANTIATE_TEST_SUITE_P(readers, reader_test,
-                         ::testing::Values(kind_case{reader_kind::URING_DIRECT, 1 << 20, 32},
-                                           kind_case{reader_kind::URING_DIRECT, 8192, 3},
-                                           kind_case{reader_kind::URING_BUFFERED, 1 << 20, 32},
-                                           kind_case{reader_kind::URING_BUFFERED, 4096, 2},
-                                           kind_case{reader_kind::PREAD, 1 << 20, 4},
-                                           kind_case{reader_kind::PREAD, 4096, 2},
-                                           kind_case{reader_kind::PREAD_DIRECT, 1 << 20, 4},
-                                           kind_case{reader_kind::PREAD_DIRECT, 8192, 3}),
-                         kind_case_name);
+INSTANTIATE_TEST_SUITE_P(
+    readers, reader_test,
+    ::testing::Values(kind_case{reader_kind::URING_DIRECT, 1 << 20, 32}, kind_case{reader_kind::URING_DIRECT, 8192, 3},
+                      kind_case{reader_kind::URING_BUFFERED, 1 << 20, 32},
+                      kind_case{reader_kind::URING_BUFFERED, 4096, 2}, kind_case{reader_kind::PREAD, 1 << 20, 4},
+                      kind_case{reader_kind::PREAD, 4096, 2}, kind_case{reader_kind::PREAD_DIRECT, 1 << 20, 4},
+                      kind_case{reader_kind::PREAD_DIRECT, 8192, 3}),
+    kind_case_name);
 
 // Environment switches are process-wide: restore them whatever happens.
 struct env_guard {

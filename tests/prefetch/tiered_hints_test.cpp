@@ -24,10 +24,10 @@ constexpr uint32_t k_experts = 6;
 constexpr uint64_t k_expert_bytes = 4096;
 
 struct hinted_stack {
-    test::temp_file file{"/tmp", k_experts * k_expert_bytes, 3};
+    test::temp_file file{"/tmp", k_experts* k_expert_bytes, 3};
     std::unique_ptr<file_source> source;
     std::unique_ptr<test::gated_source> gate;
-    memory_tier host_tier{memory_tier_config{tier_kind::PINNED_HOST, k_experts * k_expert_bytes, k_expert_bytes}};
+    memory_tier host_tier{memory_tier_config{tier_kind::PINNED_HOST, k_experts* k_expert_bytes, k_expert_bytes}};
     memory_tier upper_tier{memory_tier_config{tier_kind::RAM, 4 * k_expert_bytes, k_expert_bytes}};
     std::unique_ptr<streamer> stream;
     std::unique_ptr<expert_cache> host;

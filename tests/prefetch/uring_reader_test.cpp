@@ -4,6 +4,8 @@
 // reader is destroyed cleanly even when it cannot submit its own wake-up. Bounce buffers that cannot be
 // allocated are an error of the constructor, for the pread reader too. The failures are injected through
 // uring_calls, since a healthy kernel hardly ever returns them.
+#include "prefetch/uring_reader.h"
+
 #include <gtest/gtest.h>
 #include <liburing.h>
 
@@ -21,7 +23,6 @@
 #include "prefetch/expert_reader.h"
 #include "prefetch/pread_reader.h"
 #include "prefetch/reader_factory.h"
-#include "prefetch/uring_reader.h"
 #include "tests/prefetch/io_test_util.h"
 
 namespace moe {
@@ -37,7 +38,9 @@ reader_config small_ring() {
     return cfg;
 }
 
-bool uring_available(std::string& why) { return uring_reader::probe(why); }
+bool uring_available(std::string& why) {
+    return uring_reader::probe(why);
+}
 
 // io_uring_submit that fails with `err` while `refusals` is positive (one refusal per call).
 struct refusing_submit {
@@ -59,8 +62,7 @@ struct pieces {
     std::vector<std::vector<uint8_t>> bufs;
     std::vector<read_request> reqs;
     explicit pieces(size_t n, uint64_t first = 0) : bufs(n, std::vector<uint8_t>(piece)) {
-        for (size_t i = 0; i < n; i++)
-            reqs.push_back({first + i * piece, piece, bufs[i].data(), nullptr, uint64_t(i)});
+        for (size_t i = 0; i < n; i++) reqs.push_back({first + i * piece, piece, bufs[i].data(), nullptr, uint64_t(i)});
     }
     bool matches(size_t i, const test::temp_file& f) const {
         return std::equal(bufs[i].begin(), bufs[i].end(), f.bytes.begin() + ptrdiff_t(reqs[i].offset));

@@ -117,7 +117,6 @@ TEST(auto_budget, estimates_match_what_the_engine_allocates) {
     }
 }
 
-
 // The resident bytes the planner and the loaded model report are the file's non-expert tensors as stored: read
 // from the file's own tensor table here (every tensor minus the bytes of the routed experts), plus each tensor's
 // alignment and vectors widened to F32. qwen2moe has q/k/v biases and a shared expert, which an earlier count
@@ -156,8 +155,8 @@ TEST(auto_budget, estimate_covers_every_prefetch_mode_and_depth) {
         const std::string path = (fs::path(MOE_SOURCE_DIR) / "tests/fixtures" / name).string();
         const model_file f = open_model_file(path);
         const model_desc d = describe_model(f);
-        for (prefetch_mode mode : {prefetch_mode::NONE, prefetch_mode::SPEC, prefetch_mode::HISTORY,
-                                   prefetch_mode::BOTH})
+        for (prefetch_mode mode :
+             {prefetch_mode::NONE, prefetch_mode::SPEC, prefetch_mode::HISTORY, prefetch_mode::BOTH})
             for (int depth = 1; depth <= 4; ++depth) {
                 SCOPED_TRACE(fmt::format("{} {} depth {}", name, prefetch_mode_name(mode), depth));
                 engine_config ec;

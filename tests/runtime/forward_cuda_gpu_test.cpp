@@ -274,8 +274,8 @@ TEST(forward_cuda_memory, allocated_vram_matches_the_printed_plan) {
         const footprint fp = measure_footprint(e.get_model(), e.get_offloader(), e.get_session());
         const double used = double(free0 - free1);
         const double slack = std::max(0.02 * double(fp.total()), double(8u << 20));
-        EXPECT_NEAR(used, double(fp.total()), slack) << "planned " << fp.total() << " bytes, cudaMemGetInfo says "
-                                                     << used;
+        EXPECT_NEAR(used, double(fp.total()), slack)
+            << "planned " << fp.total() << " bytes, cudaMemGetInfo says " << used;
         std::printf("[ vram ] planned %llu bytes, allocated %.0f (%.2f %%)\n", (unsigned long long)fp.total(), used,
                     100.0 * (used - double(fp.total())) / double(fp.total()));
         auto second = e.make_session();

@@ -270,7 +270,8 @@ TEST(forward, nothing_is_allocated_while_experts_stream) {
         const model_desc d = describe_model(open_model_file(m.gguf));
         for (prefetch_mode mode : {prefetch_mode::NONE, prefetch_mode::BOTH}) {
             engine_config cfg;
-            cfg.expert_budget_bytes = engine::min_budget_for(d) + (mode == prefetch_mode::NONE ? 0 : 3 * engine::slot_bytes_for(d));
+            cfg.expert_budget_bytes =
+                engine::min_budget_for(d) + (mode == prefetch_mode::NONE ? 0 : 3 * engine::slot_bytes_for(d));
             cfg.prefetch.mode = mode;
             engine e(m.gguf, cfg);
             auto pass = [&] {  // decode one prompt token by token, prefill the other

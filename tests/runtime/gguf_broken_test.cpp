@@ -8,8 +8,8 @@
 
 #include "common/error.h"
 #include "runtime/model_file.h"
-#include "tests/runtime/refusal_check.h"
 #include "tests/runtime/gguf_test_writer.h"
+#include "tests/runtime/refusal_check.h"
 
 namespace moe {
 namespace {

@@ -25,7 +25,7 @@ std::string refusal_message(Parse parse, const std::vector<uint8_t>& image, cons
 }  // namespace moe::test
 
 // `message` must be a refusal that names `name` and contains each of the phrases after it.
-#define MOE_EXPECT_REFUSAL(message, name, ...)                                                         \
+#define MOE_EXPECT_REFUSAL(message, name, ...)                                                          \
     do {                                                                                                \
         std::string msg_ = (message);                                                                   \
         ASSERT_FALSE(msg_.empty()) << "parsed without error";                                           \

@@ -52,8 +52,8 @@ TEST(run_stats, summary_names_the_figures) {
     info.prefetch = "history";
     const footprint fp = measure_footprint(e.get_model(), e.get_offloader(), e.get_session());
     const std::string s = run_summary(info, g, e.get_model(), e.get_offloader(), fp);
-    for (const char* label : {"load ", "prompt ", "decode ", "memory ", "cache ", "hit rate ", "loaded ", "link ",
-                              "prefetch "})
+    for (const char* label :
+         {"load ", "prompt ", "decode ", "memory ", "cache ", "hit rate ", "loaded ", "link ", "prefetch "})
         EXPECT_NE(s.find(std::string("\n") + label), std::string::npos) << label << " missing in\n" << s;
 }
 

@@ -10,8 +10,8 @@
 
 #include "common/error.h"
 #include "runtime/model_file.h"
-#include "tests/runtime/refusal_check.h"
 #include "tests/runtime/model_fixture_check.h"
+#include "tests/runtime/refusal_check.h"
 
 namespace moe {
 namespace {

@@ -64,8 +64,8 @@ public:
     void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float freq_base, rope_style style) override {
         _cpu.rope(x, n_heads, head_dim, n_rot, pos, freq_base, style);
     }
-    void attention(const float* q, const float* k, const float* v, float* out, float* scores, int n_head,
-                   int n_head_kv, int hd_k, int hd_v, int n_kv, float scale) override {
+    void attention(const float* q, const float* k, const float* v, float* out, float* scores, int n_head, int n_head_kv,
+                   int hd_k, int hd_v, int n_kv, float scale) override {
         _cpu.attention(q, k, v, out, scores, n_head, n_head_kv, hd_k, hd_v, n_kv, scale);
     }
     void route(const float* logits, float* probs, int n_experts, int k, gating_func gating, bool norm_topk,
@@ -84,7 +84,9 @@ private:
 };
 
 std::vector<std::vector<int>> prompts() {
-    return {{1, 17, 42, 99, 5, 77, 3, 120}, {2, 9, 9, 31, 64, 8, 100, 7}, {5, 4, 3, 2, 1, 0, 6, 11},
+    return {{1, 17, 42, 99, 5, 77, 3, 120},
+            {2, 9, 9, 31, 64, 8, 100, 7},
+            {5, 4, 3, 2, 1, 0, 6, 11},
             {120, 60, 30, 15, 7, 3, 1, 90}};
 }
 
@@ -128,8 +130,7 @@ void check_sessions_match_lone(const std::string& path, prefetch_mode mode) {
     const size_t V = size_t(d.n_vocab), T = ps[0].size();
     std::vector<std::vector<float>> got(ps.size(), std::vector<float>(T * V));
     for (size_t t = 0; t < T; ++t)
-        for (size_t i = 0; i < ps.size(); ++i)
-            std::memcpy(got[i].data() + t * V, sessions[i]->decode(ps[i][t]), V * 4);
+        for (size_t i = 0; i < ps.size(); ++i) std::memcpy(got[i].data() + t * V, sessions[i]->decode(ps[i][t]), V * 4);
     for (size_t i = 0; i < ps.size(); ++i) {
         const std::vector<float> want = lone_logits(path, cfg, ps[i]);
         EXPECT_EQ(0, std::memcmp(got[i].data(), want.data(), want.size() * 4))

@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(call)                                                                                       \
-    do {                                                                                                  \
-        moe_status s_ = (call);                                                                           \
-        if (s_ != MOE_OK) {                                                                               \
-            fprintf(stderr, "%s: %s: %s\n", #call, moe_status_string(s_), moe_last_error());              \
-            return 1;                                                                                     \
-        }                                                                                                 \
+#define CHECK(call)                                                                          \
+    do {                                                                                     \
+        moe_status s_ = (call);                                                              \
+        if (s_ != MOE_OK) {                                                                  \
+            fprintf(stderr, "%s: %s: %s\n", #call, moe_status_string(s_), moe_last_error()); \
+            return 1;                                                                        \
+        }                                                                                    \
     } while (0)
 
 int main(int argc, char** argv) {

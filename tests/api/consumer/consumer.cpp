@@ -1,8 +1,7 @@
 // Consumer of the installed C++ wrapper: RAII objects, a library error arriving as moe_rt::error, and the full
 // runtime (moe_rt::engine) generating from a text prompt.
-#include <moe_runtime.hpp>
-
 #include <cstdio>
+#include <moe_runtime.hpp>
 #include <vector>
 
 int main(int argc, char** argv) {
