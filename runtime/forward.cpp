@@ -88,8 +88,9 @@ uint64_t forward_pass::workspace_bytes() const {
                                    _ids_dev.bytes() + _weights_dev.bytes() + _pf_logits_dev.bytes() + _pf_xn.bytes() +
                                    _rows.bytes() + _gate.bytes() + _up.bytes() + _ys.bytes() + _sh_logit.bytes() +
                                    _logits_dev.bytes();
-    const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size();
-    return backend_bytes + f * sizeof(float) + (_ids.size() + _moe_layers.size()) * sizeof(int) +
+    const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size() + _router_host.size() + _probs_host.size();
+    return backend_bytes + f * sizeof(float) +
+           (_ids.size() + _moe_layers.size() + _override_ids.capacity()) * sizeof(int) +
            _y_ptrs.size() * sizeof(void*) + _handles.size() * sizeof(expert_handle) + _used.size() +
            (_visit.size() + _group.size() + _gather_tok.size() + _gather_slot.size() + _ys_first.size()) * sizeof(int);
 }
@@ -201,6 +202,7 @@ void forward_pass::moe_step(int il, int n_tok) {
     // The cache (and the observer) need the decisions on the host: one download for the whole batch.
     _be.download(_ids.data(), _ids_dev.data(), size_t(n_tok) * size_t(K) * sizeof(int));
     _be.download(_weights.data(), _weights_dev.data(), size_t(n_tok) * size_t(K) * sizeof(float));
+    if (_override) override_routing(L.moe_layer, n_tok);
     std::fill(_ys_first.begin(), _ys_first.end(), 0);
     for (int i = 0; i < n_tok; ++i) {
         const int* ids = _ids.data() + size_t(i) * size_t(K);
@@ -265,6 +267,91 @@ void forward_pass::moe_step(int il, int n_tok) {
         if (shared) _be.add_gated(out, _rows.data() + size_t(i) * size_t(D), _sh_logit.data() + i, D);
     }
     _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
+}
+
+void forward_pass::set_routing_override(routing_override ovr) {
+    _override = std::move(ovr);
+    if (_override && _router_host.empty()) {
+        _router_host.assign(size_t(_cfg.n_batch) * size_t(_d.n_experts), 0.0f);
+        _probs_host.assign(size_t(_d.n_experts), 0.0f);
+        _override_ids.reserve(size_t(_d.n_experts_used));
+    }
+}
+
+// Replaces the router's ids in _ids with the override's (filled to top_k from the router's own picks) and
+// recomputes their weights on the host from the router logits as backend::route does (CPU arithmetic); a row
+// equal to the router's keeps the router's weights untouched, so replaying the router's own choices changes
+// nothing. When some row changed, both arrays go back to backend memory: weighted_sum reads the weights there.
+void forward_pass::override_routing(int moe_layer, int n_tok) {
+    const int E = _d.n_experts, K = _d.n_experts_used;
+    bool have_logits = false, changed = false;
+    for (int i = 0; i < n_tok; ++i) {
+        int* ids = _ids.data() + size_t(i) * size_t(K);
+        float* w = _weights.data() + size_t(i) * size_t(K);
+        const int pos = _n_past + i;
+        _override_ids.clear();
+        _override(pos, moe_layer, _override_ids);
+        const size_t n = _override_ids.size();
+        if (n == 0 || n > size_t(K))
+            fail("{}: routing override for position {}, MoE layer {}: {} experts, expected 1..{} (top_k)", _d.name, pos,
+                 moe_layer, n, K);
+        for (size_t r = 0; r < n; ++r) {
+            const int e = _override_ids[r];
+            if (e < 0 || e >= E)
+                fail("{}: routing override for position {}, MoE layer {}: expert id {} out of range [0, {})", _d.name,
+                     pos, moe_layer, e, E);
+            if (std::find(_override_ids.begin(), _override_ids.begin() + std::ptrdiff_t(r), e) !=
+                _override_ids.begin() + std::ptrdiff_t(r))
+                fail("{}: routing override for position {}, MoE layer {}: expert {} given twice", _d.name, pos,
+                     moe_layer, e);
+        }
+        for (int r = 0; r < K && _override_ids.size() < size_t(K); ++r)
+            if (std::find(_override_ids.begin(), _override_ids.end(), ids[r]) == _override_ids.end())
+                _override_ids.push_back(ids[r]);
+        if (std::equal(_override_ids.begin(), _override_ids.end(), ids)) continue;
+        if (!have_logits) {
+            _be.download(_router_host.data(), _router.data(), size_t(n_tok) * size_t(E) * sizeof(float));
+            have_logits = true;
+        }
+        const float* logits = _router_host.data() + size_t(i) * size_t(E);
+        float* probs = _probs_host.data();
+        switch (_d.gating) {
+            case gating_func::SOFTMAX: {
+                double mx = -INFINITY, sum = 0.0;
+                for (int e = 0; e < E; ++e) mx = std::max(mx, double(logits[e]));
+                for (int e = 0; e < E; ++e) sum += std::exp(double(logits[e]) - mx);
+                for (int e = 0; e < E; ++e) probs[e] = float(std::exp(double(logits[e]) - mx) / sum);
+                break;
+            }
+            case gating_func::SIGMOID:
+                for (int e = 0; e < E; ++e) probs[e] = float(1.0 / (1.0 + std::exp(-double(logits[e]))));
+                break;
+            case gating_func::SOFTMAX_WEIGHT:
+                for (int e = 0; e < E; ++e) probs[e] = logits[e];
+                break;
+        }
+        for (int r = 0; r < K; ++r) ids[r] = _override_ids[size_t(r)], w[r] = probs[ids[r]];
+        if (_d.gating == gating_func::SOFTMAX_WEIGHT) {
+            double mx = -INFINITY, sum = 0.0;
+            for (int r = 0; r < K; ++r) mx = std::max(mx, double(w[r]));
+            for (int r = 0; r < K; ++r) sum += std::exp(double(w[r]) - mx);
+            for (int r = 0; r < K; ++r) w[r] = float(std::exp(double(w[r]) - mx) / sum);
+        }
+        if (_d.norm_topk) {
+            double sum = 0.0;
+            for (int r = 0; r < K; ++r) sum += w[r];
+            sum = std::max(sum, 6.103515625e-5);  // the router's floor: a degenerate sum never divides by ~0
+            for (int r = 0; r < K; ++r) w[r] = float(w[r] / sum);
+        }
+        const float scale = float(_d.weights_scale);
+        if (scale != 0.0f && scale != 1.0f)
+            for (int r = 0; r < K; ++r) w[r] *= scale;
+        changed = true;
+    }
+    if (changed) {
+        _be.upload(_ids_dev.data(), _ids.data(), size_t(n_tok) * size_t(K) * sizeof(int));
+        _be.upload(_weights_dev.data(), _weights.data(), size_t(n_tok) * size_t(K) * sizeof(float));
+    }
 }
 
 // Waits for the pinned group and applies each expert to the tokens that chose it, all at once: their normed inputs

@@ -60,6 +60,15 @@ struct forward_stats {
 using routing_observer =
     std::function<void(int pos, int moe_layer, std::span<const int> experts, std::span<const float> weights)>;
 
+// Benchmarks only: replaces the router's choice of experts. Asked for each (token, MoE layer) right after the router
+// ran, with `experts` empty; it puts there 1..top_k distinct ids in [0, n_experts), in rank order (anything else is
+// refused with moe::error). A row shorter than top_k is filled with the router's own picks not already in it, in
+// the router's rank order. The weights are the router's probabilities of the chosen experts, post-processed as the
+// router's own (renormalised when the model says so, scaled), so only which experts run changes, not how their
+// outputs are weighted; the logits then no longer follow the model. The observer and the prefetcher see the
+// replaced choice.
+using routing_override = std::function<void(int pos, int moe_layer, std::vector<int>& experts)>;
+
 class forward_pass {
 public:
     // The model and the offloader must outlive this object; the offloader must stream this model's experts into
@@ -88,11 +97,14 @@ public:
     const forward_stats& stats() const { return _stats; }
     // Optional; an empty function turns it off. Observing never changes what is computed.
     void set_routing_observer(routing_observer obs) { _observer = std::move(obs); }
+    // Optional (see routing_override); an empty function restores the router's choice.
+    void set_routing_override(routing_override ovr);
 
 private:
     const float* eval_locked(std::span<const int> tokens, float* all_logits);
     void attention_block(int il, int n_tok);
     void moe_step(int il, int n_tok);
+    void override_routing(int moe_layer, int n_tok);
     void apply_group(int moe_layer, int n_pinned, int n_tok);
     void expert_ffn(int moe_layer, int expert, const void* slot, const float* X, float* Y, int n_rows);
     void shared_expert(const layer_tensors& T, int n_tok);
@@ -113,6 +125,7 @@ private:
     int _n_past = 0;
     forward_stats _stats;
     routing_observer _observer;
+    routing_override _override;
 
     // In backend memory (device memory for CUDA):
     // KV cache: (n_layers, n_ctx, n_head_kv, hd_k) and (n_layers, n_ctx, n_head_kv, hd_v)
@@ -154,6 +167,10 @@ private:
     std::vector<int> _group;              // (top_k) experts pinned together
     std::vector<expert_handle> _handles;  // (top_k) pins of the current group
     std::vector<float> _logits;           // (n_vocab)
+    // Only with a routing override:
+    std::vector<float> _router_host;  // (n_batch, n_experts) router logits, downloaded for replaced rows
+    std::vector<float> _probs_host;   // (n_experts)
+    std::vector<int> _override_ids;   // (<= top_k) what the override gave one token, then filled to top_k
 };
 
 }  // namespace moe

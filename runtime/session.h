@@ -83,6 +83,9 @@ public:
     uint64_t workspace_bytes() const { return _fwd.workspace_bytes(); }
     const forward_stats& stats() const { return _fwd.stats(); }
     void set_routing_observer(routing_observer obs) { _fwd.set_routing_observer(std::move(obs)); }
+    // Benchmarks only: replaces the router's choice of experts (see routing_override in forward.h; trace_routing.h
+    // makes one that replays a recorded trace). An empty function restores the router.
+    void set_routing_override(routing_override ovr) { _fwd.set_routing_override(std::move(ovr)); }
 
 private:
     const model& _m;

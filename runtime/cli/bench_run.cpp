@@ -10,6 +10,11 @@
 // For a yardstick it runs llama.cpp on the same GGUF, with the same threads, prompt ids and token counts, through
 // llama-cpp-python (scripts/llamacpp_bench.py, a subprocess printing JSON), when that package is importable;
 // llama.cpp keeps every expert in RAM (mmap), so it is the "no cache" reference on the CPU.
+//
+// --routing-trace FILE (benchmarks on random-weight models): each MoE layer's expert choice is taken from the next
+// row of that layer in a moe-trace v1 file instead of the router (runtime/trace_routing.h), so the cache sees the
+// locality of a recorded run; every budget replays the trace from its start. The logits then no longer follow the
+// model; the table's header and the JSON ("routing") say which routing was used.
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +42,7 @@
 #include "runtime/model_desc.h"
 #include "runtime/model_file.h"
 #include "runtime/run_stats.h"
+#include "runtime/trace_routing.h"
 
 #ifndef MOE_SOURCE_DIR
 #define MOE_SOURCE_DIR "."
@@ -88,7 +94,7 @@ layer_stats minus(const layer_stats& a, const layer_stats& b) {
 
 budget_result run_budget(const std::string& path, const model_desc& d, int percent, const std::vector<int>& prompt,
                          int gen_tokens, int threads, backend_kind backend, const std::string& policy,
-                         prefetch_mode prefetch) {
+                         prefetch_mode prefetch, const routing_trace* trace, const std::string& trace_path) {
     const uint64_t slot = engine::slot_bytes_for(d);
     const uint32_t n_total = uint32_t(d.layout.n_moe_layers * d.layout.n_experts);
     const uint32_t min_slots = uint32_t(d.n_experts_used);
@@ -118,6 +124,7 @@ budget_result run_budget(const std::string& path, const model_desc& d, int perce
     layer_stats after_prompt;
     bool first = true;
     session& ses = eng.get_session();
+    if (trace) ses.set_routing_override(trace_routing_override(*trace, d, trace_path));
     sampler_config greedy;
     greedy.temperature = 0.0f;
     ses.set_sampler(greedy);
@@ -234,7 +241,7 @@ int run_bench_run(int argc, char** argv) {
         "installed",
         "moe bench run"};
     std::string model_path, budgets_text = "100,50,25", llama_mode = "auto", policy = "lru", backend = "cpu";
-    std::string prefetch = "none";
+    std::string prefetch = "none", trace_path;
     std::string script = std::string(MOE_SOURCE_DIR) + "/scripts/llamacpp_bench.py";
     int prompt_tokens = 64, gen_tokens = 32, threads = 0;
     uint64_t seed = 1;
@@ -265,6 +272,9 @@ int run_bench_run(int argc, char** argv) {
         ->check(CLI::IsMember({"auto", "off"}))
         ->capture_default_str();
     app.add_option("--llama-cpp-script", script, "the llama.cpp side (prints one JSON object)")->capture_default_str();
+    app.add_option("--routing-trace", trace_path,
+                   "benchmarks only: take each MoE layer's experts from the next row of this moe-trace v1 file "
+                   "(same shape as the model) instead of the router; the output no longer follows the model");
     app.add_flag("--json", as_json, "print one JSON object instead of the table");
     try {
         app.parse(argc, argv);
@@ -280,6 +290,12 @@ int run_bench_run(int argc, char** argv) {
     const model_file mf = open_model_file(model_path);
     const model_desc d = describe_model(mf);
     check_forward_supported(d, model_path);
+    std::optional<routing_trace> trace;
+    if (!trace_path.empty()) {
+        trace = read_trace(trace_path);
+        (void)trace_routing_override(*trace, d, trace_path);  // refuses a trace of another shape before any run
+    }
+    const std::string routing = trace ? "trace " + trace_path : std::string("router");
     std::mt19937_64 rng(seed);
     std::vector<int> prompt(static_cast<size_t>(prompt_tokens));
     for (int& t : prompt) t = int(rng() % uint64_t(d.n_vocab));
@@ -299,7 +315,8 @@ int run_bench_run(int argc, char** argv) {
         else if (!as_json)
             std::fprintf(stderr, "moe bench run: budget %d%% ...\n", p);
         results.push_back(run_budget(model_path, d, p, prompt, gen_tokens, threads, parse_backend(backend), policy,
-                                     parse_prefetch_mode(prefetch, "--prefetch")));
+                                     parse_prefetch_mode(prefetch, "--prefetch"), trace ? &*trace : nullptr,
+                                     trace_path));
     }
     const char* python_env = std::getenv("MOE_PYTHON");
     const json llama =
@@ -313,6 +330,7 @@ int run_bench_run(int argc, char** argv) {
         j["threads"] = threads;
         j["policy"] = policy;
         j["prefetch"] = prefetch;
+        j["routing"] = routing;
         j["prompt_tokens"] = prompt_tokens;
         j["gen_tokens"] = gen_tokens;
         j["n_experts_total"] = n_total;
@@ -356,9 +374,9 @@ int run_bench_run(int argc, char** argv) {
 
     std::string s = fmt::format(
         "moe bench run: {} ({}, {} MoE layers x {} experts, top-{}), backend {}, {} threads, {} prompt + {} generated "
-        "tokens, policy {}, prefetch {}\n",
+        "tokens, policy {}, prefetch {}, routing {}\n",
         model_path, arch_name(d.architecture), d.layout.n_moe_layers, d.layout.n_experts, d.n_experts_used,
-        results.front().backend, threads, prompt_tokens, gen_tokens, policy, prefetch);
+        results.front().backend, threads, prompt_tokens, gen_tokens, policy, prefetch, routing);
     s += fmt::format("{:>8} {:>11} {:>12} {:>12} {:>14} {:>14} {:>9} {:>11} {:>12} {:>10}\n", "budget", "slots",
                      "bytes", "total", "prompt tok/s", "decode tok/s", "hit rate", "decode hit", "loaded", "wait ms");
     bool any_clamped = false;

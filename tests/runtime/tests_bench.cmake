@@ -59,6 +59,26 @@ moe_cli_test(bench.run.llama_missing_script RC 0 REGEX "llama.cpp: failed: .*no-
 moe_cli_test(bench.run.llama_needs_gguf RC 0 JSON stdout CHECKS "llama_cpp.status=skipped" "budgets.0.n_slots=4"
              ARGS bench run -m ${_fx}/mixtral-tiny-hf --budgets 50 ${_small} --json --llama-cpp-script ${_fakes}/ok.py)
 
+# --routing-trace: each MoE layer's experts replayed from a moe-trace v1 file of the model's shape (the committed
+# hand-written 2 layers x 4 experts, top-2 trace, on the reference Mixtral of that shape); every budget row runs it
+# and the output says so. Without it the routing is the router's. A trace of another shape is refused up front.
+set(_ref_mixtral tests/fixtures/ref/mixtral-f32.gguf)
+set(_tiny_trace tests/fixtures/traces/tiny.trace)
+moe_cli_test(bench.run.routing_trace RC 0
+             REGEX "prefetch none, routing trace tests/fixtures/traces/tiny\\.trace.*budget +slots.*100% +8/8 .*50% +4/8 "
+             ARGS bench run -m ${_ref_mixtral} --budgets 100,50 --prompt-tokens 8 --gen-tokens 4 --threads 1
+                  --routing-trace ${_tiny_trace} --llama-cpp off)
+moe_cli_test(bench.run.routing_trace_json RC 0 JSON stdout
+             CHECKS "routing=trace tests/fixtures/traces/tiny.trace" "budgets#2" "budgets.1.n_slots=4"
+             ARGS bench run -m ${_ref_mixtral} --budgets 100,50 ${_small} --json --llama-cpp off
+                  --routing-trace ${_tiny_trace})
+moe_cli_test(bench.run.routing_router RC 0 JSON stdout CHECKS "routing=router"
+             ARGS bench run -m ${_ref_mixtral} --budgets 50 ${_small} --json --llama-cpp off)
+moe_cli_test(bench.run.routing_trace_shape RC 1
+             REGEX "routing trace tests/fixtures/traces/mixtral_like\\.trace: its shape is 32 MoE layers x 8 experts, top-2, but the model .* has 2 MoE layers x 4 experts, top-2"
+             ARGS bench run -m ${_ref_mixtral} --budgets 50 ${_small} --llama-cpp off
+                  --routing-trace tests/fixtures/traces/mixtral_like.trace)
+
 # Bad flags and files.
 moe_cli_test(bench.run.bad_budget_zero RC 1 REGEX "--budgets: '0' is not a percentage"
              ARGS bench run -m ${_tiny} --budgets 100,0)
