@@ -371,9 +371,7 @@ void backend_cpu::attention_batch(const float* q, const float* k_cache, const fl
     _pool->parallel_for(n_threads, fold);
 }
 
-void backend_cpu::route(const float* logits, float* probs, int n_experts, int k, gating_func gating, bool norm_topk,
-                        float weights_scale, int* ids, float* weights) {
-    MOE_CHECK(k > 0 && k <= n_experts);
+void routing_scores(const float* logits, float* probs, int n_experts, gating_func gating) {
     switch (gating) {
         case gating_func::SOFTMAX: {
             double mx = -INFINITY, sum = 0.0;
@@ -389,19 +387,11 @@ void backend_cpu::route(const float* logits, float* probs, int n_experts, int k,
             for (int e = 0; e < n_experts; ++e) probs[e] = logits[e];
             break;
     }
-    // Top-k by selection, k passes of an arg-max: ties go to the lower expert id (strict >), so the choice is a
-    // pure function of the scores. NaN scores are never selected over a number.
-    for (int r = 0; r < k; ++r) {
-        int best = -1;
-        for (int e = 0; e < n_experts; ++e) {
-            bool taken = false;
-            for (int j = 0; j < r; ++j) taken = taken || ids[j] == e;
-            if (taken) continue;
-            if (best < 0 || probs[e] > probs[best] || (std::isnan(probs[best]) && !std::isnan(probs[e]))) best = e;
-        }
-        ids[r] = best;
-        weights[r] = probs[best];
-    }
+}
+
+void routing_weights(const float* probs, const int* ids, int k, gating_func gating, bool norm_topk, float weights_scale,
+                     float* weights) {
+    for (int r = 0; r < k; ++r) weights[r] = probs[ids[r]];
     if (gating == gating_func::SOFTMAX_WEIGHT) {
         double mx = -INFINITY, sum = 0.0;
         for (int r = 0; r < k; ++r) mx = std::max(mx, double(weights[r]));
@@ -416,6 +406,25 @@ void backend_cpu::route(const float* logits, float* probs, int n_experts, int k,
     }
     if (weights_scale != 0.0f && weights_scale != 1.0f)
         for (int r = 0; r < k; ++r) weights[r] *= weights_scale;
+}
+
+void backend_cpu::route(const float* logits, float* probs, int n_experts, int k, gating_func gating, bool norm_topk,
+                        float weights_scale, int* ids, float* weights) {
+    MOE_CHECK(k > 0 && k <= n_experts);
+    routing_scores(logits, probs, n_experts, gating);
+    // Top-k by selection, k passes of an arg-max: ties go to the lower expert id (strict >), so the choice is a
+    // pure function of the scores. NaN scores are never selected over a number.
+    for (int r = 0; r < k; ++r) {
+        int best = -1;
+        for (int e = 0; e < n_experts; ++e) {
+            bool taken = false;
+            for (int j = 0; j < r; ++j) taken = taken || ids[j] == e;
+            if (taken) continue;
+            if (best < 0 || probs[e] > probs[best] || (std::isnan(probs[best]) && !std::isnan(probs[e]))) best = e;
+        }
+        ids[r] = best;
+    }
+    routing_weights(probs, ids, k, gating, norm_topk, weights_scale, weights);
 }
 
 void backend_cpu::swiglu(const float* gate, const float* up, float* out, int64_t n) {

@@ -16,6 +16,13 @@ namespace moe {
 
 class thread_pool;
 
+// The routing arithmetic of the CPU backend's route(), for host code that routes itself (a routing override):
+// the selection scores of every expert from the router logits (probs: n_experts), and the weights of the chosen
+// ids in rank order (softmax over the selected for SOFTMAX_WEIGHT, renormalisation, scale), as route() gives them.
+void routing_scores(const float* logits, float* probs, int n_experts, gating_func gating);
+void routing_weights(const float* probs, const int* ids, int k, gating_func gating, bool norm_topk, float weights_scale,
+                     float* weights);
+
 // Whether the CPU backend's products take weights of type t as stored.
 bool backend_cpu_supports(tensor_type t);
 

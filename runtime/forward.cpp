@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "prefetch/streamer.h"
+#include "runtime/backend_cpu.h"
 
 namespace moe {
 
@@ -315,37 +316,9 @@ void forward_pass::override_routing(int moe_layer, int n_tok) {
         }
         const float* logits = _router_host.data() + size_t(i) * size_t(E);
         float* probs = _probs_host.data();
-        switch (_d.gating) {
-            case gating_func::SOFTMAX: {
-                double mx = -INFINITY, sum = 0.0;
-                for (int e = 0; e < E; ++e) mx = std::max(mx, double(logits[e]));
-                for (int e = 0; e < E; ++e) sum += std::exp(double(logits[e]) - mx);
-                for (int e = 0; e < E; ++e) probs[e] = float(std::exp(double(logits[e]) - mx) / sum);
-                break;
-            }
-            case gating_func::SIGMOID:
-                for (int e = 0; e < E; ++e) probs[e] = float(1.0 / (1.0 + std::exp(-double(logits[e]))));
-                break;
-            case gating_func::SOFTMAX_WEIGHT:
-                for (int e = 0; e < E; ++e) probs[e] = logits[e];
-                break;
-        }
-        for (int r = 0; r < K; ++r) ids[r] = _override_ids[size_t(r)], w[r] = probs[ids[r]];
-        if (_d.gating == gating_func::SOFTMAX_WEIGHT) {
-            double mx = -INFINITY, sum = 0.0;
-            for (int r = 0; r < K; ++r) mx = std::max(mx, double(w[r]));
-            for (int r = 0; r < K; ++r) sum += std::exp(double(w[r]) - mx);
-            for (int r = 0; r < K; ++r) w[r] = float(std::exp(double(w[r]) - mx) / sum);
-        }
-        if (_d.norm_topk) {
-            double sum = 0.0;
-            for (int r = 0; r < K; ++r) sum += w[r];
-            sum = std::max(sum, 6.103515625e-5);  // the router's floor: a degenerate sum never divides by ~0
-            for (int r = 0; r < K; ++r) w[r] = float(w[r] / sum);
-        }
-        const float scale = float(_d.weights_scale);
-        if (scale != 0.0f && scale != 1.0f)
-            for (int r = 0; r < K; ++r) w[r] *= scale;
+        routing_scores(logits, probs, E, _d.gating);
+        for (int r = 0; r < K; ++r) ids[r] = _override_ids[size_t(r)];
+        routing_weights(probs, ids, K, _d.gating, _d.norm_topk, float(_d.weights_scale), w);
         changed = true;
     }
     if (changed) {
