@@ -470,7 +470,7 @@ int run_bench(int argc, char** argv) {
         "usage: moe bench io (-m MODEL | --file F --expert-bytes B) [--sample N] [--qd 32] [--json] "
         "[--modes uring,pread,mmap]\n"
         "       moe bench run -m MODEL [--budgets 100,50,25] [--prompt-tokens 64] [--gen-tokens 32] "
-        "[--threads N] [--json] [--llama-cpp auto|off]\n"
+        "[--threads N] [--routing-trace T] [--json] [--llama-cpp auto|off]\n"
         "  io   expert reads from the file (io_uring O_DIRECT, pread, mmap; cold) and host->device copies\n"
         "  run  prompt and decode tokens/s at several expert budgets, beside llama.cpp when installed\n");
     return argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) ? 0 : 2;
