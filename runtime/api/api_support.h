@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "moe_runtime.h"
 #include "prefetch/prefetcher.h"
+#include "prefetch/reader_factory.h"
 #include "runtime/offloader.h"
 
 namespace moe_api {
@@ -50,6 +51,24 @@ inline moe_status status_of(moe::config_fault f) {
             break;
     }
     return MOE_ERR_INVALID_ARGUMENT;
+}
+
+// options->reader as the readers' own enum.
+inline moe::reader_kind reader_of(int32_t k) {
+    switch (k) {
+        case MOE_READER_AUTO:
+            return moe::reader_kind::AUTO;
+        case MOE_READER_URING_DIRECT:
+            return moe::reader_kind::URING_DIRECT;
+        case MOE_READER_URING_BUFFERED:
+            return moe::reader_kind::URING_BUFFERED;
+        case MOE_READER_PREAD:
+            return moe::reader_kind::PREAD;
+        case MOE_READER_PREAD_DIRECT:
+            return moe::reader_kind::PREAD_DIRECT;
+        default:
+            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
+    }
 }
 
 inline moe_status set_error(moe_status s, std::string_view msg) {

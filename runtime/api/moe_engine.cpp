@@ -119,23 +119,6 @@ moe::sampler_config sampler_config_of(const moe_sampler_params* user) {
     return c;
 }
 
-moe::reader_kind reader_of(int32_t k) {
-    switch (k) {
-        case MOE_READER_AUTO:
-            return moe::reader_kind::AUTO;
-        case MOE_READER_URING_DIRECT:
-            return moe::reader_kind::URING_DIRECT;
-        case MOE_READER_URING_BUFFERED:
-            return moe::reader_kind::URING_BUFFERED;
-        case MOE_READER_PREAD:
-            return moe::reader_kind::PREAD;
-        case MOE_READER_PREAD_DIRECT:
-            return moe::reader_kind::PREAD_DIRECT;
-        default:
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
-    }
-}
-
 void check_tokens(const moe::session& s, const int32_t* tokens, size_t n) {
     const int V = s.owner().desc().n_vocab;
     for (size_t i = 0; i < n; ++i)

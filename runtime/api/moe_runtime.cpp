@@ -221,23 +221,6 @@ moe::tier_kind to_tier(int32_t k) {
     }
 }
 
-moe::reader_kind to_reader(int32_t k) {
-    switch (k) {
-        case MOE_READER_AUTO:
-            return moe::reader_kind::AUTO;
-        case MOE_READER_URING_DIRECT:
-            return moe::reader_kind::URING_DIRECT;
-        case MOE_READER_URING_BUFFERED:
-            return moe::reader_kind::URING_BUFFERED;
-        case MOE_READER_PREAD:
-            return moe::reader_kind::PREAD;
-        case MOE_READER_PREAD_DIRECT:
-            return moe::reader_kind::PREAD_DIRECT;
-        default:
-            api_fail(MOE_ERR_INVALID_ARGUMENT, "options->reader is {}; expected a moe_reader_kind in [0, 4]", k);
-    }
-}
-
 moe_options default_options() {
     moe_options o{};
     o.struct_size = sizeof(moe_options);
@@ -310,7 +293,7 @@ std::unique_ptr<moe_context> make_context(const expert_source& src, const moe_op
     moe_options o = default_options();
     read_versioned(o, user);
     const moe::tier_kind kind = to_tier(o.tier);
-    const moe::reader_kind rkind = to_reader(o.reader);
+    const moe::reader_kind rkind = reader_of(o.reader);
     if (o.prefetch_mode < MOE_PREFETCH_NONE || o.prefetch_mode > MOE_PREFETCH_BOTH)
         api_fail(MOE_ERR_INVALID_ARGUMENT, "options->prefetch_mode is {}; expected a moe_prefetch_mode in [0, 3]",
                  o.prefetch_mode);

@@ -13,21 +13,8 @@ if(NOT ROOT)
     message(FATAL_ERROR "citations_check: pass -DROOT=<repository root>")
 endif()
 
-set(files "")
-find_program(GIT git)
-set(git_rc 1)
-if(GIT)
-    execute_process(COMMAND ${GIT} -C ${ROOT} ls-files --cached --others --exclude-standard
-                    OUTPUT_VARIABLE listing RESULT_VARIABLE git_rc ERROR_QUIET)
-endif()
-if(git_rc EQUAL 0)
-    string(REPLACE "\n" ";" files "${listing}")
-else()
-    file(GLOB_RECURSE files LIST_DIRECTORIES false RELATIVE ${ROOT} ${ROOT}/*)
-    list(FILTER files EXCLUDE REGEX "^(build[^/]*|\\.git)/")
-endif()
-list(FILTER files EXCLUDE REGEX "^tests/fixtures/")
-list(FILTER files EXCLUDE REGEX "^$")
+include(${CMAKE_CURRENT_LIST_DIR}/../../cmake/repo_files.cmake)
+moe_repo_files(${ROOT} files)
 
 # Case-insensitive spellings of the three document names (CMake regexes have no flag for it).
 set(doc_re "([Mm][Oo][Dd][Ee][Ll]-[Ff][Oo][Rr][Mm][Aa][Tt][Ss]|[Ss][Tt][Yy][Ll][Ee]|[Dd][Ee][Ss][Ii][Gg][Nn])[.][Mm][Dd]")
