@@ -15,8 +15,12 @@ model_config model_config_of(const engine_config& cfg) {
 }
 
 offload_config offload_config_of(const engine_config& cfg, const model& m) {
+    return offload_config_of(cfg, m.expert_tier());
+}
+
+offload_config offload_config_of(const engine_config& cfg, tier_kind tier) {
     offload_config oc;
-    oc.tier = m.expert_tier();
+    oc.tier = tier;
     oc.expert_budget_bytes = cfg.expert_budget_bytes;
     oc.host_budget_bytes = cfg.host_budget_bytes;
     oc.policy = cfg.policy;

@@ -38,6 +38,7 @@ struct engine_config {
 
 // The model's part of an engine_config, and its offloader and session parts for a loaded model.
 model_config model_config_of(const engine_config& cfg);
+offload_config offload_config_of(const engine_config& cfg, tier_kind tier);  // before the model is loaded
 offload_config offload_config_of(const engine_config& cfg, const model& m);
 session_config session_config_of(const engine_config& cfg);
 

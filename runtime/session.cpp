@@ -19,11 +19,19 @@ session::session(const model& m, offloader& off, const session_config& cfg)
     : _m(m), _cfg(cfg), _fwd(m, off, forward_config{cfg.n_ctx, cfg.n_batch}) {}
 
 const float* session::eval(std::span<const int> tokens, float* all_logits) {
+    return eval_chunks(tokens, all_logits, generate_hooks{});
+}
+
+const float* session::eval_chunks(std::span<const int> tokens, float* all_logits, const generate_hooks& hooks) {
     if (tokens.empty()) fail("{}: evaluation of an empty token sequence", _m.desc().name);
     const size_t B = size_t(_cfg.n_batch), V = size_t(_m.desc().n_vocab);
     const float* last = nullptr;
-    for (size_t i = 0; i < tokens.size(); i += B)
-        last = _fwd.eval(tokens.subspan(i, std::min(B, tokens.size() - i)), all_logits ? all_logits + i * V : nullptr);
+    for (size_t i = 0; i < tokens.size(); i += B) {
+        if (hooks.stop && hooks.stop->load(std::memory_order_relaxed)) return nullptr;
+        const size_t n = std::min(B, tokens.size() - i);
+        last = _fwd.eval(tokens.subspan(i, n), all_logits ? all_logits + i * V : nullptr);
+        if (hooks.prefill_progress) hooks.prefill_progress(i + n, tokens.size());
+    }
     return last;
 }
 
@@ -49,19 +57,12 @@ generation session::generate(std::span<const int> prompt, int n_predict, const t
     out.n_prompt = prompt.size();
     const auto stop = [&] { return hooks.stop && hooks.stop->load(std::memory_order_relaxed); };
     const auto t_prompt = clock_type::now();
-    const size_t B = size_t(_cfg.n_batch);
-    const float* logits = nullptr;
-    for (size_t i = 0; i < prompt.size(); i += B) {
-        if (stop()) {
-            out.interrupted = true;
-            out.prompt_s = seconds_since(t_prompt);
-            return partial ? *partial : g;
-        }
-        const size_t n = std::min(B, prompt.size() - i);
-        logits = _fwd.eval(prompt.subspan(i, n), nullptr);
-        if (hooks.prefill_progress) hooks.prefill_progress(i + n, prompt.size());
-    }
+    const float* logits = eval_chunks(prompt, nullptr, hooks);
     out.prompt_s = seconds_since(t_prompt);
+    if (!logits) {
+        out.interrupted = true;
+        return out;
+    }
     out.prefill_done = true;
 
     const size_t V = size_t(_m.desc().n_vocab);
@@ -91,7 +92,7 @@ generation session::generate(std::span<const int> prompt, int n_predict, const t
         out.decode_s += seconds_since(t0);
         ++out.n_decoded;
     }
-    return partial ? *partial : g;
+    return out;
 }
 
 }  // namespace moe

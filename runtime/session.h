@@ -88,6 +88,10 @@ public:
     void set_routing_override(routing_override ovr) { _fwd.set_routing_override(std::move(ovr)); }
 
 private:
+    // eval in chunks of n_batch, telling hooks.prefill_progress after each; nullptr when hooks.stop was raised
+    // before the last chunk.
+    const float* eval_chunks(std::span<const int> tokens, float* all_logits, const generate_hooks& hooks);
+
     const model& _m;
     session_config _cfg;
     forward_pass _fwd;

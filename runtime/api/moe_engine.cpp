@@ -250,13 +250,9 @@ MOE_API moe_status moe_engine_create(const char* path, const moe_engine_options*
             } catch (const moe::error& err) {
                 api_fail(MOE_ERR_UNSUPPORTED, "{}", err.what());
             }
-            moe::offload_config oc;
-            oc.tier = moe::computes_on_cuda(ec.backend) ? moe::tier_kind::DEVICE : moe::tier_kind::RAM;
-            oc.expert_budget_bytes = ec.expert_budget_bytes;
-            oc.host_budget_bytes = ec.host_budget_bytes;
-            oc.policy = ec.policy;
-            oc.prefetch = ec.prefetch;
-            moe::validate_offload_config(oc, moe::offload_layout_of(mf, desc));
+            const moe::tier_kind tier =
+                moe::computes_on_cuda(ec.backend) ? moe::tier_kind::DEVICE : moe::tier_kind::RAM;
+            moe::validate_offload_config(moe::offload_config_of(ec, tier), moe::offload_layout_of(mf, desc));
         }
 
         auto e = std::make_unique<moe_engine>();

@@ -127,7 +127,7 @@ prepared_prompt prepare_prompt(const model_file& mf, const model_desc& desc, con
 // why, for stderr.
 std::string size_budgets_from_free_memory(const std::string& model_path, const model_desc& desc,
                                           const memory_need& need, engine_config& ec, bool host_given,
-                                          budget_plan& plan) {
+                                          uint32_t min_slots, budget_plan& plan) {
     const bool cuda = computes_on_cuda(ec.backend);
     const std::optional<free_memory> mem = cuda ? free_vram() : available_ram();
     if (!mem)
@@ -135,9 +135,6 @@ std::string size_budgets_from_free_memory(const std::string& model_path, const m
              cuda ? "the GPU's free memory" : "/proc/meminfo");
     const uint64_t slot = engine::slot_bytes_for(desc);
     const uint32_t n_total = uint32_t(desc.layout.n_moe_layers * desc.layout.n_experts);
-    // lru-layer needs top-k in every layer's share; the other policies one layer's top-k.
-    const uint32_t min_slots = uint32_t(desc.n_experts_used) *
-                               (ec.policy == "lru-layer" ? uint32_t(std::max(1, desc.layout.n_moe_layers)) : 1u);
     const budget_choice c = choose_expert_budget(*mem, need, slot, n_total, min_slots, model_path);
     ec.expert_budget_bytes = c.budget_bytes;
     plan.budget_bytes = mem->free_bytes - std::min(mem->free_bytes, safety_margin(*mem));
@@ -416,27 +413,25 @@ int run_run(int argc, char** argv) {
     // The budget covers resident weights + KV cache + workspaces + expert slots; the slots get what is left, and the
     // offloader's rules (validate_offload_config) are checked here too, all before the weights load.
     const offload_layout layout = offload_layout_of(mf, desc);
-    offload_config oc;
-    oc.tier = cuda ? tier_kind::DEVICE : tier_kind::RAM;
-    oc.policy = f.policy;
-    oc.prefetch = ec.prefetch;
+    const tier_kind tier = cuda ? tier_kind::DEVICE : tier_kind::RAM;
+    const offload_config unbudgeted = offload_config_of(ec, tier);
+    const uint32_t min_slots = min_expert_slots(unbudgeted, layout);
     const uint64_t slot = offload_slot_bytes(layout.max_expert_bytes());
     const memory_need need = estimate_memory_need(mf, desc, ec.n_ctx, ec.n_batch, cuda);
     const bool budget_auto = !budget;
     budget_plan plan;
     if (budget_auto)
-        std::fputs(size_budgets_from_free_memory(model_path, desc, need, ec, host_budget.has_value(), plan).c_str(),
-                   stderr);
+        std::fputs(
+            size_budgets_from_free_memory(model_path, desc, need, ec, host_budget.has_value(), min_slots, plan).c_str(),
+            stderr);
     else
-        plan = plan_compute_budget(*budget, need, slot, layout.n_keys(), min_expert_slots(oc, layout), model_path,
-                                   "--vram-budget", min_slots_reason(oc, layout));
+        plan = plan_compute_budget(*budget, need, slot, layout.n_keys(), min_slots, model_path, "--vram-budget",
+                                   min_slots_reason(unbudgeted, layout));
     ec.expert_budget_bytes = plan.expert_bytes();
-    oc.expert_budget_bytes = ec.expert_budget_bytes;
-    oc.host_budget_bytes = ec.host_budget_bytes;
     std::vector<std::string> warnings;
     offload_config checked;
     try {
-        checked = validate_offload_config(oc, layout, &warnings);
+        checked = validate_offload_config(offload_config_of(ec, tier), layout, &warnings);
     } catch (const config_error& e) {
         const std::string msg = fmt::format("{}: {}", model_path, e.what());
         if (e.fault == config_fault::BUDGET) throw budget_error(msg);
