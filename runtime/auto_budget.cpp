@@ -98,10 +98,11 @@ uint64_t estimate_resident_bytes(const model_file& file, const model_desc& d, bo
     return bytes;
 }
 
-memory_need estimate_memory_need(const model_file& file, const model_desc& d, int n_ctx, int n_batch, bool cuda) {
+memory_need estimate_memory_need(const model_file& file, const model_desc& d, int n_ctx, int n_batch, bool cuda,
+                                 int n_seq) {
     memory_need n;
     n.resident_bytes = estimate_resident_bytes(file, d, cuda);
-    n.kv_bytes = kv_cache_bytes(d, n_ctx);
+    n.kv_bytes = uint64_t(std::max(1, n_seq)) * kv_cache_bytes(d, n_ctx);
     // An upper bound of forward_pass's workspaces (forward.h lists them; keep the two in step: moe run refuses to
     // run when the engine allocates more than this). Batch-wide activations: the residual, its normed copy, block
     // outputs and gathered rows (4 x B x D), expert outputs by rank (B x K x D), q and attention outputs, router
@@ -112,10 +113,13 @@ memory_need estimate_memory_need(const model_file& file, const model_desc& d, in
     const uint64_t D = uint64_t(d.n_embd), K = uint64_t(d.n_experts_used), E = uint64_t(d.n_experts);
     const uint64_t F = uint64_t(std::max(d.n_ff_exp, d.n_ff_shexp)), H = uint64_t(d.n_head);
     const uint64_t V = uint64_t(d.n_vocab), Ln = uint64_t(std::max(1, d.n_layers));
-    const uint64_t head_rows = std::min<uint64_t>(B, 32);
+    const uint64_t head_rows = std::min<uint64_t>(B, 32), S = uint64_t(std::max(1, n_seq));
+    const uint64_t last_rows = std::min(S, B);  // host logits: the last row of each sequence of a step
     n.workspace_bytes = (B * D * (4 + K) + B * H * uint64_t(d.head_dim_k + d.head_dim_v) + B * E + 2 * B * F + B +
-                         H * C + (head_rows + 1) * V + E + D) *
+                         H * C + (head_rows + last_rows) * V + E + D) *
                         sizeof(float);
+    // The step's layout: positions per sequence and per row, segments.
+    n.workspace_bytes += (S + B) * sizeof(int) + last_rows * 3 * sizeof(int);
     // Routing of a batch (ids, weights, their device copies, output pointers), gathers, pins and groups,
     // per-expert marks, visiting order and output rows, the MoE layer table, and the speculative router logits of the
     // layers ahead (device and host copies; the prefetcher looks at most every layer ahead).

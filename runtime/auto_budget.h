@@ -43,7 +43,9 @@ struct memory_need {
 // The resident weights' bytes in compute memory (cuda: the CUDA backend's kernels decide which types stay as
 // stored). For an architecture the forward pass cannot run yet: its non-expert tensors as stored.
 uint64_t estimate_resident_bytes(const model_file& file, const model_desc& desc, bool cuda);
-memory_need estimate_memory_need(const model_file& file, const model_desc& desc, int n_ctx, int n_batch, bool cuda);
+// n_seq: sequences of one forward pass (a server's parallel conversations), each with a KV cache of n_ctx positions.
+memory_need estimate_memory_need(const model_file& file, const model_desc& desc, int n_ctx, int n_batch, bool cuda,
+                                 int n_seq = 1);
 // The KV cache the forward pass allocates for n_ctx positions (exact: F32 K and V rows of every layer).
 uint64_t kv_cache_bytes(const model_desc& desc, int n_ctx);
 // The CUDA backend's fixed device workspaces (backend_cuda_config's matmul + cuBLAS workspaces).

@@ -36,16 +36,21 @@ forward_pass::forward_pass(const model& m, offloader& off, const forward_config&
              tier_kind_name(off.config().tier), be.name());
     if (cfg.n_ctx <= 0) fail("forward pass: context length (n_ctx) must be > 0, found {}", cfg.n_ctx);
     if (cfg.n_batch <= 0) fail("forward pass: batch size (n_batch) must be > 0, found {}", cfg.n_batch);
+    if (cfg.n_seq <= 0) fail("forward pass: number of sequences (n_seq) must be > 0, found {}", cfg.n_seq);
     MOE_CHECK(int(_rw.layers.size()) == desc.n_layers);
     const size_t L = size_t(desc.n_layers), C = size_t(cfg.n_ctx), Hkv = size_t(desc.n_head_kv);
+    const size_t S = size_t(cfg.n_seq);
     const size_t K = size_t(desc.n_experts_used), D = size_t(desc.n_embd), B = size_t(cfg.n_batch);
     const size_t F = size_t(std::max(desc.n_ff_exp, desc.n_ff_shexp)), E = size_t(desc.n_experts);
     // All positions' logits (all_logits) take one output-head product per _head_rows positions: enough rows to read
     // the (large) output matrix once per chunk, few enough that (rows, n_vocab) stays small next to the KV cache.
     constexpr int max_head_rows = 32;
     _head_rows = std::min(cfg.n_batch, max_head_rows);
-    _k_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_k));
-    _v_cache = backend_array<float>(be, L * C * Hkv * size_t(desc.head_dim_v));
+    _k_cache = backend_array<float>(be, L * S * C * Hkv * size_t(desc.head_dim_k));
+    _v_cache = backend_array<float>(be, L * S * C * Hkv * size_t(desc.head_dim_v));
+    _n_past.assign(S, 0);
+    _segs.reserve(std::min(S, B));
+    _row_pos.assign(B, 0);
     _x = backend_array<float>(be, B * D);
     _xn = backend_array<float>(be, B * D);
     _q = backend_array<float>(be, B * size_t(desc.n_head) * size_t(desc.head_dim_k));
@@ -80,7 +85,7 @@ forward_pass::forward_pass(const model& m, offloader& off, const forward_config&
     _visit.assign(size_t(desc.n_experts), 0);
     _group.assign(K, 0);
     _handles.resize(K);
-    _logits.assign(size_t(desc.n_vocab), 0.0f);
+    _logits.assign(std::min(S, B) * size_t(desc.n_vocab), 0.0f);
 }
 
 uint64_t forward_pass::workspace_bytes() const {
@@ -91,44 +96,81 @@ uint64_t forward_pass::workspace_bytes() const {
                                    _logits_dev.bytes();
     const uint64_t f = _weights.size() + _pf_logits.size() + _logits.size() + _router_host.size() + _probs_host.size();
     return backend_bytes + f * sizeof(float) +
-           (_ids.size() + _moe_layers.size() + _override_ids.capacity()) * sizeof(int) +
-           _y_ptrs.size() * sizeof(void*) + _handles.size() * sizeof(expert_handle) + _used.size() +
+           (_ids.size() + _moe_layers.size() + _override_ids.capacity() + _n_past.size() + _row_pos.size()) *
+               sizeof(int) +
+           _segs.capacity() * sizeof(segment) + _y_ptrs.size() * sizeof(void*) +
+           _handles.size() * sizeof(expert_handle) + _used.size() +
            (_visit.size() + _group.size() + _gather_tok.size() + _gather_slot.size() + _ys_first.size()) * sizeof(int);
 }
 
 const float* forward_pass::eval(std::span<const int> tokens, float* all_logits) {
+    const seq_tokens one{0, tokens};
     std::lock_guard<std::mutex> lock(_m.compute_lock());
-    return eval_locked(tokens, all_logits);
+    const int n = plan_rows(std::span<const seq_tokens>(&one, 1));
+    run_layers(std::span<const seq_tokens>(&one, 1), n);
+    if (all_logits)
+        output_head(n, all_logits);
+    else
+        output_rows(n);
+    _n_past[0] += n;
+    _stats.n_tokens += uint64_t(n);
+    return _logits.data();
 }
 
-const float* forward_pass::eval_locked(std::span<const int> tokens, float* all_logits) {
-    const int n = int(tokens.size());
-    if (n <= 0 || n > _cfg.n_batch)
-        fail("{}: eval of {} tokens: expected 1..{} (n_batch) per call", _d.name, tokens.size(), _cfg.n_batch);
-    for (int t : tokens)
-        if (t < 0 || t >= _d.n_vocab) fail("{}: token id {} is outside the vocabulary [0, {})", _d.name, t, _d.n_vocab);
-    if (_n_past + n > _cfg.n_ctx)
-        fail("{}: context is full: {} positions decoded, {} more requested, n_ctx = {}; raise the context length",
-             _d.name, _n_past, n, _cfg.n_ctx);
+const float* forward_pass::eval_batch(std::span<const seq_tokens> batch) {
+    std::lock_guard<std::mutex> lock(_m.compute_lock());
+    const int n = plan_rows(batch);
+    run_layers(batch, n);
+    output_rows(n);
+    for (const seq_tokens& st : batch) _n_past[size_t(st.seq)] += int(st.tokens.size());
+    _stats.n_tokens += uint64_t(n);
+    return _logits.data();
+}
+
+int forward_pass::plan_rows(std::span<const seq_tokens> batch) {
+    if (batch.empty()) fail("{}: a forward step needs at least one sequence", _d.name);
+    _segs.clear();
+    int n = 0;
+    for (const seq_tokens& st : batch) {
+        if (st.seq < 0 || st.seq >= _cfg.n_seq)
+            fail("{}: sequence {} does not exist: the forward pass has {} (n_seq)", _d.name, st.seq, _cfg.n_seq);
+        for (const segment& sg : _segs)
+            if (sg.seq == st.seq) fail("{}: sequence {} appears twice in one forward step", _d.name, st.seq);
+        const int m = int(st.tokens.size());
+        if (m <= 0 || n + m > _cfg.n_batch)
+            fail("{}: eval of {} tokens: expected 1..{} (n_batch) per call", _d.name, n + std::max(m, 0), _cfg.n_batch);
+        for (int t : st.tokens)
+            if (t < 0 || t >= _d.n_vocab)
+                fail("{}: token id {} is outside the vocabulary [0, {})", _d.name, t, _d.n_vocab);
+        const int past = _n_past[size_t(st.seq)];
+        if (past + m > _cfg.n_ctx)
+            fail("{}: context is full: {} positions decoded, {} more requested, n_ctx = {}; raise the context length",
+                 _d.name, past, m, _cfg.n_ctx);
+        _segs.push_back(segment{st.seq, n, m});
+        for (int i = 0; i < m; ++i) _row_pos[size_t(n + i)] = past + i;
+        n += m;
+    }
+    return n;
+}
+
+void forward_pass::run_layers(std::span<const seq_tokens> batch, int n_tok) {
     const size_t D = size_t(_d.n_embd);
-    for (int i = 0; i < n; ++i)
-        _be.get_row(_rw.tok_embd.type, _rw.tok_embd.data, tokens[size_t(i)], _d.n_embd, _x.data() + size_t(i) * D);
+    int row = 0;
+    for (const seq_tokens& st : batch)
+        for (int t : st.tokens)
+            _be.get_row(_rw.tok_embd.type, _rw.tok_embd.data, t, _d.n_embd, _x.data() + size_t(row++) * D);
     try {
         for (int il = 0; il < _d.n_layers; ++il) {
-            attention_block(il, n);
-            moe_step(il, n);
+            attention_block(il, n_tok);
+            moe_step(il, n_tok);
         }
     } catch (...) {
         // A failed load: drop every pin of the group (a pinned slot left behind could starve the next acquire
-        // at the smallest budget). n_past is unchanged, so the sequence is as it was before the call.
+        // at the smallest budget). n_past is unchanged, so the sequences are as they were before the call.
         _be.synchronize();  // kernels of the group may still read pinned slots
         for (auto& h : _handles) h.reset();
         throw;
     }
-    output_head(n, all_logits);
-    _n_past += n;
-    _stats.n_tokens += uint64_t(n);
-    return _logits.data();
 }
 
 void forward_pass::product(const weight_matrix& W, const float* X, float* Y, int n_tok) {
@@ -143,48 +185,56 @@ void forward_pass::product(tensor_type t, const void* W, const float* X, float* 
         _be.matmul(t, W, X, Y, n_cols, n_rows, n_tok);
 }
 
-// The attention block of the batch's n_tok tokens (positions n_past ..), residual included. The projections of all
-// tokens are batched (they read only the token's own input); k and v land straight in the KV cache, whose rows for
-// consecutive positions are contiguous. RoPE then runs token by token, and attention for all tokens at once,
-// causally: token t sees the KV rows of positions <= n_past + t, exactly what a token-by-token decode sees.
+// The attention block of the step's n_tok rows, residual included. The q and output projections of all rows are
+// batched (they read only the row's own input); k and v are projected per sequence straight into its KV cache,
+// whose rows for consecutive positions are contiguous. RoPE then runs row by row at each row's position, and
+// attention once per sequence for all its rows, causally: row t of a sequence sees the KV rows of positions <=
+// its own, exactly what a token-by-token decode of that sequence alone sees.
 void forward_pass::attention_block(int il, int n_tok) {
     const layer_tensors& T = _rw.layers[size_t(il)];
     const int H = _d.n_head, Hkv = _d.n_head_kv, hk = _d.head_dim_k, hv = _d.head_dim_v, D = _d.n_embd;
     const float eps = float(_d.rms_eps);
-    const size_t row_q = size_t(H) * size_t(hk);
+    const size_t row_q = size_t(H) * size_t(hk), row_att = size_t(H) * size_t(hv);
     const size_t row_k = size_t(Hkv) * size_t(hk), row_v = size_t(Hkv) * size_t(hv);
-    const size_t first = size_t(il) * size_t(_cfg.n_ctx);  // layer il's position 0 in the KV cache
     float* q = _q.data();
-    float* k = _k_cache.data() + (first + size_t(_n_past)) * row_k;
-    float* v = _v_cache.data() + (first + size_t(_n_past)) * row_v;
 
     _be.rmsnorm_rows(_x.data(), T.attn_norm, _xn.data(), D, n_tok, eps);
     product(T.wq, _xn.data(), q, n_tok);
-    product(T.wk, _xn.data(), k, n_tok);
-    product(T.wv, _xn.data(), v, n_tok);
-    if (T.bq) {
-        for (int t = 0; t < n_tok; ++t) {
-            _be.add(q + size_t(t) * row_q, T.bq, int64_t(row_q));
-            _be.add(k + size_t(t) * row_k, T.bk, int64_t(row_k));
-            _be.add(v + size_t(t) * row_v, T.bv, int64_t(row_v));
-        }
-    }
-    if (T.q_norm && T.q_norm_n == hk) {  // qwen3moe: RMSNorm over each head before RoPE
+    if (T.bq)
+        for (int t = 0; t < n_tok; ++t) _be.add(q + size_t(t) * row_q, T.bq, int64_t(row_q));
+    const bool head_norm = T.q_norm && T.q_norm_n == hk;
+    if (head_norm)  // qwen3moe: RMSNorm over each head before RoPE
         _be.rmsnorm_rows(q, T.q_norm, q, hk, int64_t(n_tok) * H, eps);
-        _be.rmsnorm_rows(k, T.k_norm, k, hk, int64_t(n_tok) * Hkv, eps);
-    } else if (T.q_norm) {  // olmoe: RMSNorm over the whole q and k projections
+    else if (T.q_norm)  // olmoe: RMSNorm over the whole q and k projections
         _be.rmsnorm_rows(q, T.q_norm, q, int64_t(row_q), n_tok, eps);
-        _be.rmsnorm_rows(k, T.k_norm, k, int64_t(row_k), n_tok, eps);
+    for (int t = 0; t < n_tok; ++t)
+        _be.rope(q + size_t(t) * row_q, H, hk, _d.n_rot, _row_pos[size_t(t)], _rw.rope_freq_base, _d.rope);
+
+    for (const segment& sg : _segs) {
+        // Layer il, sequence sg.seq: position 0 of its KV cache.
+        const size_t first = (size_t(il) * size_t(_cfg.n_seq) + size_t(sg.seq)) * size_t(_cfg.n_ctx);
+        const int past = _n_past[size_t(sg.seq)];
+        const float* xn = _xn.data() + size_t(sg.first) * size_t(D);
+        float* k = _k_cache.data() + (first + size_t(past)) * row_k;
+        float* v = _v_cache.data() + (first + size_t(past)) * row_v;
+        product(T.wk, xn, k, sg.n);
+        product(T.wv, xn, v, sg.n);
+        if (T.bq) {
+            for (int t = 0; t < sg.n; ++t) {
+                _be.add(k + size_t(t) * row_k, T.bk, int64_t(row_k));
+                _be.add(v + size_t(t) * row_v, T.bv, int64_t(row_v));
+            }
+        }
+        if (head_norm)
+            _be.rmsnorm_rows(k, T.k_norm, k, hk, int64_t(sg.n) * Hkv, eps);
+        else if (T.q_norm)
+            _be.rmsnorm_rows(k, T.k_norm, k, int64_t(row_k), sg.n, eps);
+        for (int t = 0; t < sg.n; ++t)
+            _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, past + t, _rw.rope_freq_base, _d.rope);
+        _be.attention_batch(q + size_t(sg.first) * row_q, _k_cache.data() + first * row_k,
+                            _v_cache.data() + first * row_v, _att.data() + size_t(sg.first) * row_att, _scores.data(),
+                            H, Hkv, hk, hv, past, sg.n, float(1.0 / std::sqrt(double(hk))));
     }
-    const float* k_all = _k_cache.data() + first * row_k;
-    const float* v_all = _v_cache.data() + first * row_v;
-    for (int t = 0; t < n_tok; ++t) {
-        const int pos = _n_past + t;
-        _be.rope(q + size_t(t) * row_q, H, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
-        _be.rope(k + size_t(t) * row_k, Hkv, hk, _d.n_rot, pos, _rw.rope_freq_base, _d.rope);
-    }
-    _be.attention_batch(q, k_all, v_all, _att.data(), _scores.data(), H, Hkv, hk, hv, _n_past, n_tok,
-                        float(1.0 / std::sqrt(double(hk))));
     product(T.wo, _att.data(), _tmp.data(), n_tok);
     _be.add(_x.data(), _tmp.data(), int64_t(n_tok) * D);
 }
@@ -209,7 +259,7 @@ void forward_pass::moe_step(int il, int n_tok) {
         const int* ids = _ids.data() + size_t(i) * size_t(K);
         for (int r = 0; r < K; ++r) _used[size_t(ids[r])] = 1, ++_ys_first[size_t(ids[r])];
         if (_observer)
-            _observer(_n_past + i, L.moe_layer, std::span<const int>(ids, size_t(K)),
+            _observer(_row_pos[size_t(i)], L.moe_layer, std::span<const int>(ids, size_t(K)),
                       std::span<const float>(_weights.data() + size_t(i) * size_t(K), size_t(K)));
     }
     // Expert outputs in _ys: expert by expert in id order, so where each row lands (and with it the address the
@@ -220,7 +270,8 @@ void forward_pass::moe_step(int il, int n_tok) {
         first += n_rows;
     }
     // The prefetcher hears every routing (its history learns from prefill too) and cancels stale prefetches.
-    if (_prefetcher) _prefetcher->routed(uint32_t(L.moe_layer), uint32_t(_n_past), n_tok, _ids);
+    // (With several sequences in the step their rows are routed together, at the first row's position.)
+    if (_prefetcher) _prefetcher->routed(uint32_t(L.moe_layer), uint32_t(_row_pos[0]), n_tok, _ids);
 
     // Visit the selected experts, pinning up to top_k at once (what the smallest budget holds) so their loads
     // overlap; each is applied to every token of the batch that chose it. Experts already in the cache (or on
@@ -289,7 +340,7 @@ void forward_pass::override_routing(int moe_layer, int n_tok) {
     for (int i = 0; i < n_tok; ++i) {
         int* ids = _ids.data() + size_t(i) * size_t(K);
         float* w = _weights.data() + size_t(i) * size_t(K);
-        const int pos = _n_past + i;
+        const int pos = _row_pos[size_t(i)];
         _override_ids.clear();
         _override(pos, moe_layer, _override_ids);
         const size_t n = _override_ids.size();
@@ -395,17 +446,29 @@ void forward_pass::shared_expert(const layer_tensors& T, int n_tok) {
     product(T.sh_down, _gate.data(), _rows.data(), n_tok);
 }
 
-// The final norm and the output head: the last position's logits into _logits, or every position's into
-// all_logits (in chunks of _head_rows positions, one product each).
+// The final norm and the output head for each segment's last row, into _logits (one row per segment, in chunks of
+// _head_rows rows per product).
+void forward_pass::output_rows(int n_tok) {
+    MOE_CHECK(!_segs.empty() && _segs.back().first + _segs.back().n == n_tok);
+    const size_t D = size_t(_d.n_embd), V = size_t(_d.n_vocab), S = _segs.size();
+    const float eps = float(_d.rms_eps);
+    for (size_t c = 0; c < S; c += size_t(_head_rows)) {
+        const size_t m = std::min(size_t(_head_rows), S - c);
+        for (size_t j = 0; j < m; ++j) {
+            const segment& sg = _segs[c + j];
+            _be.rmsnorm(_x.data() + size_t(sg.first + sg.n - 1) * D, _rw.output_norm, _xn.data() + j * D, _d.n_embd,
+                        eps);
+        }
+        product(_rw.output, _xn.data(), _logits_dev.data(), int(m));
+        _be.download(_logits.data() + c * V, _logits_dev.data(), m * V * sizeof(float));
+    }
+}
+
+// Every position's logits of a one-sequence step into all_logits (in chunks of _head_rows positions, one product
+// each), the last one's also into _logits.
 void forward_pass::output_head(int n_tok, float* all_logits) {
     const size_t D = size_t(_d.n_embd), V = size_t(_d.n_vocab);
     const float eps = float(_d.rms_eps);
-    if (!all_logits) {
-        _be.rmsnorm(_x.data() + size_t(n_tok - 1) * D, _rw.output_norm, _xn.data(), _d.n_embd, eps);
-        product(_rw.output, _xn.data(), _logits_dev.data(), 1);
-        _be.download(_logits.data(), _logits_dev.data(), V * sizeof(float));
-        return;
-    }
     for (int c = 0; c < n_tok; c += _head_rows) {
         const int m = std::min(_head_rows, n_tok - c);
         _be.rmsnorm_rows(_x.data() + size_t(c) * D, _rw.output_norm, _xn.data(), _d.n_embd, m, eps);

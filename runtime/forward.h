@@ -42,8 +42,15 @@
 namespace moe {
 
 struct forward_config {
-    int n_ctx = 256;   // KV cache positions, allocated at construction
-    int n_batch = 32;  // most tokens one eval() call takes (workspaces are sized for it)
+    int n_ctx = 256;   // KV cache positions of each sequence, allocated at construction
+    int n_batch = 32;  // most tokens one eval() / eval_batch() call takes (workspaces are sized for it)
+    int n_seq = 1;     // independent sequences (each its own KV cache) that eval_batch() can advance together
+};
+
+// One sequence's part of a multi-sequence step: its next tokens, evaluated at positions n_past(seq)...
+struct seq_tokens {
+    int seq = 0;
+    std::span<const int> tokens;
 };
 
 // Counters of one forward pass object (for `moe run` and tests).
@@ -77,12 +84,15 @@ public:
     // asked for guesses during decode.
     forward_pass(const model& m, offloader& off, const forward_config& cfg);
 
-    // Forgets the sequence (the KV cache is reused from position 0).
-    void reset() { _n_past = 0; }
-    int n_past() const { return _n_past; }
+    // Forgets every sequence (the KV cache is reused from position 0).
+    void reset() { std::fill(_n_past.begin(), _n_past.end(), 0); }
+    // Forgets one sequence.
+    void reset(int seq) { _n_past.at(size_t(seq)) = 0; }
+    int n_past(int seq = 0) const { return _n_past.at(size_t(seq)); }
     int n_ctx() const { return _cfg.n_ctx; }
     int n_batch() const { return _cfg.n_batch; }
-    // Decodes `token` at position n_past() and returns the n_vocab logits (valid until the next call).
+    int n_seq() const { return _cfg.n_seq; }
+    // Sequence 0: decodes `token` at position n_past() and returns the n_vocab logits (valid until the next call).
     // Throws moe::error for a token outside the vocabulary or a full context; an expert load failure
     // propagates as the cache's moe::error.
     const float* decode(int token) { return eval(std::span<const int>(&token, 1), nullptr); }
@@ -91,6 +101,13 @@ public:
     // next call). Errors as decode(); tokens are checked before anything is computed. Holds the model's compute
     // lock for the step.
     const float* eval(std::span<const int> tokens, float* all_logits);
+    // Continuous batching: one step that advances several sequences at once (each at most once in `batch`, up to
+    // n_batch tokens in all, e.g. one decode token of each of 8 conversations plus a chunk of a new prompt). Every
+    // expert a layer selects is loaded once for the step and applied to all the rows, of any sequence, that chose
+    // it. Returns (batch.size(), n_vocab) logits: entry i's last token's (valid until the next call). On the CPU
+    // each sequence's logits are bit-identical to evaluating it alone (a batched product gives each row the bits
+    // of a matvec); on CUDA they agree within fp32 rounding. Errors as eval(), checked before anything runs.
+    const float* eval_batch(std::span<const seq_tokens> batch);
 
     // Bytes of the KV cache and the workspaces in backend memory (what this session adds to the compute memory).
     uint64_t workspace_bytes() const;
@@ -101,7 +118,11 @@ public:
     void set_routing_override(routing_override ovr);
 
 private:
-    const float* eval_locked(std::span<const int> tokens, float* all_logits);
+    // Checks the batch and lays its rows out (_segs, _row_pos); returns the number of rows.
+    int plan_rows(std::span<const seq_tokens> batch);
+    // Embeds the planned rows and runs every layer; on an error drops the pins (the sequences are unchanged).
+    void run_layers(std::span<const seq_tokens> batch, int n_tok);
+    void output_rows(int n_rows);  // the planned segments' last rows' logits into _logits
     void attention_block(int il, int n_tok);
     void moe_step(int il, int n_tok);
     void override_routing(int moe_layer, int n_tok);
@@ -122,13 +143,19 @@ private:
     expert_cache& _cache;
     prefetcher* _prefetcher = nullptr;  // the offloader's; null with prefetch none
     forward_config _cfg;
-    int _n_past = 0;
+    std::vector<int> _n_past;  // (n_seq) positions each sequence holds
+    // The rows of the current step: segments of consecutive rows, one per sequence, in batch order.
+    struct segment {
+        int seq = 0, first = 0, n = 0;
+    };
+    std::vector<segment> _segs;  // (<= n_seq)
+    std::vector<int> _row_pos;   // (n_batch) each row's position in its sequence
     forward_stats _stats;
     routing_observer _observer;
     routing_override _override;
 
     // In backend memory (device memory for CUDA):
-    // KV cache: (n_layers, n_ctx, n_head_kv, hd_k) and (n_layers, n_ctx, n_head_kv, hd_v)
+    // KV cache: (n_layers, n_seq, n_ctx, n_head_kv, hd_k) and (n_layers, n_seq, n_ctx, n_head_kv, hd_v)
     backend_array<float> _k_cache, _v_cache;
     // Workspaces
     backend_array<float> _x;              // (n_batch, n_embd) residual stream
@@ -166,7 +193,7 @@ private:
     std::vector<int> _visit;              // (n_experts) this layer's selected experts, resident ones first
     std::vector<int> _group;              // (top_k) experts pinned together
     std::vector<expert_handle> _handles;  // (top_k) pins of the current group
-    std::vector<float> _logits;           // (n_vocab)
+    std::vector<float> _logits;           // (min(n_seq, n_batch), n_vocab) the last row of each segment
     // Only with a routing override:
     std::vector<float> _router_host;  // (n_batch, n_experts) router logits, downloaded for replaced rows
     std::vector<float> _probs_host;   // (n_experts)
