@@ -160,28 +160,73 @@ chat_template chat_template_of(const model_file& file, arch a, std::string_view 
     return default_chat_template(a);
 }
 
-std::string apply_chat_template(const chat_template& t, std::string_view user, std::string_view bos_text,
-                                std::string_view eos_text) {
+std::string apply_chat_template(const chat_template& t, std::span<const chat_message> messages,
+                                std::string_view bos_text, std::string_view eos_text) {
+    if (messages.empty()) fail("chat template: the conversation has no messages");
+    for (const chat_message& m : messages)
+        if (m.role != "system" && m.role != "user" && m.role != "assistant")
+            fail("chat template: unknown role \"{}\": expected system, user or assistant", m.role);
     std::string s(t.lead == chat_lead::BOS ? bos_text : t.lead == chat_lead::EOS ? eos_text : std::string_view());
+    const std::string eos(eos_text);
     switch (t.style) {
-        case chat_style::MISTRAL:
-            s += t.user_prefix + std::string(user) + t.user_suffix;
+        case chat_style::MISTRAL: {
+            // No system turn in the format: system text goes before the next user message, separated by a blank
+            // line (as Mistral's later templates do).
+            std::string pending_system;
+            for (const chat_message& m : messages) {
+                if (m.role == "system") {
+                    pending_system += m.content + "\n\n";
+                } else if (m.role == "user") {
+                    s += t.user_prefix + pending_system + m.content + t.user_suffix;
+                    pending_system.clear();
+                } else {
+                    s += m.content + eos;
+                }
+            }
+            if (!pending_system.empty()) s += t.user_prefix + pending_system + t.user_suffix;
             break;
+        }
         case chat_style::CHATML:
-            if (!t.default_system.empty()) s += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
-            s += "<|im_start|>user\n" + std::string(user) + "<|im_end|>\n<|im_start|>assistant\n";
+            if (!t.default_system.empty() && messages.front().role != "system")
+                s += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
+            for (const chat_message& m : messages) s += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+            s += "<|im_start|>assistant\n";
             break;
         case chat_style::TULU:
-            s += "<|user|>\n" + std::string(user) + "\n<|assistant|>\n";
+            for (const chat_message& m : messages)
+                s += "<|" + m.role + "|>\n" + m.content + (m.role == "assistant" ? eos : std::string()) + "\n";
+            s += "<|assistant|>\n";
             break;
         case chat_style::DEEPSEEK:
-            s += "User: " + std::string(user) + "\n\nAssistant:";
+            for (const chat_message& m : messages) {
+                if (m.role == "system")
+                    s += m.content + "\n\n";
+                else if (m.role == "user")
+                    s += "User: " + m.content + "\n\n";
+                else
+                    s += "Assistant: " + m.content + eos;
+            }
+            s += "Assistant:";
             break;
         case chat_style::HARMONY:
-            s += "<|start|>user<|message|>" + std::string(user) + "<|end|><|start|>assistant";
+            for (const chat_message& m : messages) {
+                if (m.role == "system")
+                    s += "<|start|>developer<|message|># Instructions\n\n" + m.content + "<|end|>";
+                else if (m.role == "user")
+                    s += "<|start|>user<|message|>" + m.content + "<|end|>";
+                else
+                    s += "<|start|>assistant<|channel|>final<|message|>" + m.content + "<|end|>";
+            }
+            s += "<|start|>assistant";
             break;
     }
     return s;
+}
+
+std::string apply_chat_template(const chat_template& t, std::string_view user, std::string_view bos_text,
+                                std::string_view eos_text) {
+    const chat_message one{"user", std::string(user)};
+    return apply_chat_template(t, std::span<const chat_message>(&one, 1), bos_text, eos_text);
 }
 
 }  // namespace moe

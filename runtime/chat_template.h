@@ -7,6 +7,7 @@
 // against transformers' rendering of the templates (tests/fixtures/chat, scripts/make_chat_fixtures.py).
 #pragma once
 
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -39,6 +40,20 @@ chat_template default_chat_template(arch a);
 
 // tokenizer.chat_template of the file when it has one, otherwise the architecture's default.
 chat_template chat_template_of(const model_file& file, arch a, std::string_view source);
+
+// One turn of a conversation. role: "system", "user" or "assistant".
+struct chat_message {
+    std::string role;
+    std::string content;
+};
+
+// A conversation rendered in the template's format, ending with the assistant prefix (the model writes the next
+// assistant turn). A system message is honoured where the format has one (ChatML, Tulu, DeepSeek's leading text,
+// harmony's developer turn) and joins the first user message otherwise (Mistral). Earlier assistant turns are
+// closed as the format closes them (EOS for Mistral, Tulu and DeepSeek). Throws moe::error for an unknown role or
+// an empty conversation.
+std::string apply_chat_template(const chat_template& t, std::span<const chat_message> messages,
+                                std::string_view bos_text, std::string_view eos_text);
 
 // The prompt: `user` as the only turn, then the assistant prefix. bos_text / eos_text are the texts of the model's
 // BOS and EOS tokens (empty when it has none), written where the template writes them; encode the result with

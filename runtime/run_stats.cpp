@@ -69,6 +69,18 @@ footprint measure_footprint(const model& m, const offloader& off, const session&
     return measure_footprint(m, off, std::span<const session* const>(one));
 }
 
+footprint measure_footprint(const model& m, const offloader& off, const forward_pass& fwd) {
+    footprint f;
+    f.need.resident_bytes = m.resident_bytes();
+    f.need.kv_bytes = uint64_t(fwd.n_seq()) * kv_cache_bytes(m.desc(), fwd.n_ctx());
+    const uint64_t kv_and_ws = fwd.workspace_bytes();
+    MOE_CHECK(kv_and_ws >= f.need.kv_bytes);
+    f.need.workspace_bytes = kv_and_ws - f.need.kv_bytes + (m.on_gpu() ? cuda_backend_workspace_bytes() : 0);
+    f.n_slots = off.n_slots();
+    f.slot_bytes = off.slot_bytes();
+    return f;
+}
+
 std::string format_footprint(const footprint& f) {
     return fmt::format("{} = {}", format_breakdown(f.need, f.n_slots, f.slot_bytes), format_bytes(f.total()));
 }

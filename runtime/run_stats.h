@@ -29,6 +29,8 @@ struct footprint {
 };
 footprint measure_footprint(const model& m, const offloader& off, std::span<const session* const> sessions);
 footprint measure_footprint(const model& m, const offloader& off, const session& s);
+// One forward pass of n_seq sequences (a server's): its n_seq KV caches and workspaces.
+footprint measure_footprint(const model& m, const offloader& off, const forward_pass& fwd);
 // After building for `plan`: throws moe::error, naming `source` and both breakdowns, when what was allocated exceeds
 // the budget (the estimate it was planned with was low; a bug to report, never a budget silently exceeded).
 void check_footprint(const footprint& real, const budget_plan& plan, std::string_view source);

@@ -3,7 +3,7 @@
 # all present. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(cmake g++ make liburing-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+packages=(cmake g++ make pkg-config liburing-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev clang-format-14)
 missing=()
 for p in "${packages[@]}"; do

@@ -11,5 +11,6 @@ int run_bench(int argc, char** argv);      // bench.cpp: `moe bench io` and frie
 int run_bench_run(int argc, char** argv);  // bench_run.cpp: `moe bench run`, tokens/s at several expert budgets
 int run_run(int argc, char** argv);        // run.cpp: generate text, streaming experts through the cache
 int run_gen(int argc, char** argv);        // gen.cpp: write random-weight GGUF models of real shapes
+int run_serve(int argc, char** argv);      // serve.cpp: the OpenAI-compatible HTTP server
 
 }  // namespace moe::cli

@@ -26,6 +26,7 @@ void usage(FILE* out) {
                  "usage: moe <command> [options]   (moe <command> --help for its options)\n\n"
                  "commands:\n"
                  "  run       generate text, streaming experts through a cache of the given budget\n"
+                 "  serve     an OpenAI-compatible HTTP server, many conversations on one expert cache\n"
                  "  inspect   describe a GGUF/safetensors model: architecture, experts, byte layout, capacity plan\n"
                  "  sim       replay a routing trace through eviction policies (hit rates vs Belady's optimum)\n"
                  "  trace     write a synthetic routing trace (moe-trace v1) for tests and benchmarks\n"
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
         if (cmd == "bench" || cmd.rfind("bench ", 0) == 0) return moe::cli::run_bench(argc - 1, argv + 1);
         if (cmd == "run") return moe::cli::run_run(argc - 1, argv + 1);
         if (cmd == "gen") return moe::cli::run_gen(argc - 1, argv + 1);
+        if (cmd == "serve") return moe::cli::run_serve(argc - 1, argv + 1);
         std::fprintf(stderr, "moe: unknown command '%s'\n\n", moe::printable(cmd).c_str());
         usage(stderr);
         return 2;
