@@ -35,7 +35,7 @@ namespace {
 struct serve_flags {
     std::string model_path, host = "127.0.0.1", api_key, alias, budget_text, host_budget_text, policy = "lru";
     std::string prefetch = "none", backend_text = "auto";
-    int port = 8080, n_parallel = 4, n_ctx = 0, n_batch = 32, max_queue = 64, n_threads = 1, io_timeout = 30;
+    int port = 8080, n_parallel = 4, n_ctx = 0, n_batch = 32, max_queue = 16, n_threads = 1, io_timeout = 30;
     int prefetch_depth = 1, prefetch_k = 0;
     double shutdown_timeout = 10.0;
     size_t max_body = 4u << 20;

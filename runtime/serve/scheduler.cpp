@@ -170,7 +170,9 @@ std::shared_ptr<job> scheduler::submit(job_request r) {
             ++_counters.refused;
             throw api_error(503, "unavailable", "the server is shutting down and accepts no new requests");
         }
-        if (int(_queue.size()) >= _cfg.max_queue) {
+        // Requests beyond the free slots wait; at most max_queue of them.
+        const int free_slots = std::max(0, _cfg.n_parallel - _counters.active);
+        if (int(_queue.size()) >= _cfg.max_queue + free_slots) {
             ++_counters.refused;
             throw api_error(429, "rate_limit_error",
                             fmt::format("the server is busy: {} requests running and {} waiting (the limit); retry "

@@ -32,7 +32,7 @@ struct scheduler_config {
     int n_parallel = 4;  // requests decoding at once (sequences of the forward pass)
     int n_ctx = 2048;    // positions per request: prompt + generated
     int n_batch = 32;    // rows of one forward step (decode rows + prompt chunks)
-    int max_queue = 64;  // requests waiting for a slot; more are refused with 429
+    int max_queue = 16;  // requests waiting for a slot; more are refused with 429
 };
 
 enum class finish_reason { NONE, STOP, LENGTH, CANCELLED, ERROR };
